@@ -1,0 +1,13 @@
+"""taskgrad: lazy task graphs (dask-style ``@delayed``) with reverse-mode autodiff."""
+
+from .base import compute, persist
+from .callbacks import Callback, TaskInfo
+from .delayed import Delayed, delayed
+from .graph import CycleError, MissingDependencyError, Task
+from .schedulers import WorkerDiedError, get
+
+__all__ = [
+    "Callback", "CycleError", "Delayed", "MissingDependencyError", "Task", "TaskInfo",
+    "WorkerDiedError", "compute", "delayed", "get", "persist",
+]
+__version__ = "0.1.0"

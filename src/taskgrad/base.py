@@ -1,0 +1,40 @@
+"""``compute`` and ``persist``: run several lazy objects as one graph."""
+
+from __future__ import annotations
+
+from .delayed import Delayed, collect_graph, unpack_delayed
+from .graph import Literal, materialize
+from .schedulers import get
+
+__all__ = ["compute", "persist"]
+
+
+def compute(*objs, scheduler=None, num_workers=None, optimize_graph=True, callbacks=None):
+    """Compute several objects sharing one graph; shared nodes run once.
+
+    Objects may be Delayeds, containers (nested) holding Delayeds, or plain
+    values (returned as they are).  Returns a tuple, one entry per object.
+    """
+    template, found = unpack_delayed(objs)
+    if not found:
+        return tuple(objs)
+    graph = collect_graph(found.values())
+    if optimize_graph:
+        from .optimize import optimize
+
+        graph = optimize(graph, list(found))
+    keys = list(found)
+    values = get(graph, keys, scheduler=scheduler, num_workers=num_workers,
+                 callbacks=callbacks)
+    return tuple(materialize(template, dict(zip(keys, values))))
+
+
+def persist(*objs, **kwargs):
+    """Compute and return Delayeds that hold their values (cheap to reuse)."""
+    template, found = unpack_delayed(objs)
+    if not found:
+        return tuple(objs)
+    ds = list(found.values())
+    values = compute(*ds, **kwargs)
+    held = {d.key: Delayed(d.key, Literal(d.key, v), (), d._length) for d, v in zip(ds, values)}
+    return tuple(materialize(template, held))

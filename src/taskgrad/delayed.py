@@ -1,0 +1,412 @@
+"""``Delayed``: a lazy value, and the ``delayed`` decorator that makes them.
+
+Calling a delayed function records a :class:`~taskgrad.graph.Task` and returns a
+``Delayed`` pointing at it; nothing runs until ``compute``.  Building a node is
+meant to be cheap (a few microseconds): keys come from a counter, and only
+``pure=True`` pays for hashing the arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import os
+import types
+
+from .graph import Literal, Pack, Ref, Task
+
+__all__ = ["Delayed", "delayed", "DelayedFunction", "collect_graph", "unpack_delayed"]
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+# ---------------------------------------------------------------- keys
+
+def _new_prefix():
+    return os.urandom(4).hex()
+
+
+_prefix = _new_prefix()
+_counter = itertools.count()
+
+
+def _reset_after_fork():
+    global _prefix
+    _prefix = _new_prefix()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def new_token():
+    """A process-unique token; cheap (no hashing), unlike ``tokenize``."""
+    return f"{_prefix}{next(_counter):x}"
+
+
+def tokenize(*args, **kwargs):
+    """Deterministic token of the arguments (dask's tokenize, which knows NumPy)."""
+    from dask.base import tokenize as dask_tokenize
+
+    return dask_tokenize(*args, **kwargs)
+
+
+def funcname(func):
+    """A short readable name for a callable, used as the prefix of its keys."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if isinstance(func, DelayedFunction):
+        return func.__name__
+    name = getattr(func, "__name__", None)
+    if name is None:
+        name = type(func).__name__
+    if name == "<lambda>":
+        return "lambda"
+    return name
+
+
+# ---------------------------------------------------------------- templates
+
+def _to_template(value, deps):
+    """Turn an argument into a template: Delayeds become Refs (recorded in ``deps``)."""
+    if isinstance(value, Delayed):
+        deps[value._key] = value
+        return Ref(value._key)
+    cls = type(value)
+    if cls in _CONTAINERS or (isinstance(value, tuple) and hasattr(value, "_fields")):
+        if cls is dict:
+            items = tuple((k, _to_template(v, deps)) for k, v in value.items())
+            if any(type(v) in (Ref, Pack) for _, v in items):
+                return Pack(dict, items)
+            return value
+        items = tuple(_to_template(v, deps) for v in value)
+        if any(type(v) in (Ref, Pack) for v in items):
+            return Pack(cls, items)
+        return value
+    return value
+
+
+def unpack_delayed(obj):
+    """Return (template, {key: Delayed}) for any object possibly holding Delayeds."""
+    deps = {}
+    return _to_template(obj, deps), deps
+
+
+def collect_graph(delayeds):
+    """The graph (key -> task) that the given Delayed objects need, culled.
+
+    Walks ``_dependencies`` with an explicit stack. Two different tasks under
+    one key (e.g. two leaves given the same ``name``) are an error unless both
+    are pure, since then the key means the same computation.
+    """
+    graph = {}
+    stack = list(delayeds)
+    while stack:
+        d = stack.pop()
+        key = d._key
+        known = graph.get(key)
+        if known is None:
+            graph[key] = d._task
+            stack.extend(d._dependencies)
+        elif known is not d._task and not (known.pure and d._task.pure):
+            raise ValueError(
+                f"two different tasks share the key {key!r}; give leaves distinct names"
+            )
+    return graph
+
+
+# ---------------------------------------------------------------- Delayed
+
+def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout=None):
+    deps = {}
+    targs = tuple([_to_template(a, deps) for a in args])
+    tkwargs = {k: _to_template(v, deps) for k, v in kwargs.items()} if kwargs else None
+    if key is None:
+        if prefix is None:
+            prefix = funcname(func)
+        token = tokenize(func, args, kwargs) if pure else new_token()
+        key = f"{prefix}-{token}"
+    task = Task(key, func, targs, tkwargs, dependencies=tuple(deps), pure=pure)
+    return Delayed(key, task, tuple(deps.values()), nout)
+
+
+class Delayed:
+    """A lazy value: the result of a task that has not run yet."""
+
+    __slots__ = ("_key", "_task", "_dependencies", "_length", "__weakref__")
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators
+
+    def __init__(self, key, task, dependencies=(), length=None):
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_task", task)
+        object.__setattr__(self, "_dependencies", dependencies)
+        object.__setattr__(self, "_length", length)
+
+    # -- identity
+    @property
+    def key(self):
+        return self._key
+
+    @property
+    def dependencies(self):
+        """The Delayed objects this one directly depends on."""
+        return self._dependencies
+
+    @property
+    def task(self):
+        return self._task
+
+    @property
+    def graph(self):
+        """Read-only mapping from key to task: the culled graph this value needs."""
+        return types.MappingProxyType(collect_graph([self]))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __repr__(self):
+        return f"Delayed({self._key!r})"
+
+    def __reduce__(self):
+        return (Delayed, (self._key, self._task, self._dependencies, self._length))
+
+    # -- running
+    def compute(self, **kwargs):
+        from .base import compute
+
+        return compute(self, **kwargs)[0]
+
+    def persist(self, **kwargs):
+        from .base import persist
+
+        return persist(self, **kwargs)[0]
+
+    def visualize(self, filename=None, format=None, **kwargs):
+        from .visualize import visualize
+
+        return visualize(self, filename=filename, format=format, **kwargs)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .visualize import repr_mimebundle
+
+        return repr_mimebundle(self, include=include, exclude=exclude)
+
+    # -- things a lazy value cannot answer
+    def __bool__(self):
+        raise TypeError(
+            f"truth of a Delayed object ({self._key!r}) is not known until it is computed; "
+            "call .compute() first, or use tg.delayed logic inside a task"
+        )
+
+    def __iter__(self):
+        if self._length is None:
+            raise TypeError(
+                f"Delayed object {self._key!r} of unspecified length is not iterable; "
+                "pass nout=... to tg.delayed to make it unpackable"
+            )
+        return (self[i] for i in range(self._length))
+
+    def __len__(self):
+        if self._length is None:
+            raise TypeError(
+                f"Delayed object {self._key!r} has no known length; pass nout=... to tg.delayed"
+            )
+        return self._length
+
+    def __setattr__(self, name, value):
+        raise TypeError("Delayed objects are immutable")
+
+    def __setitem__(self, index, value):
+        raise TypeError("Delayed objects are immutable")
+
+    def __delattr__(self, name):
+        raise TypeError("Delayed objects are immutable")
+
+    # -- attribute access and calls become tasks
+    def __getattr__(self, attr):
+        if attr.startswith("_"):
+            raise AttributeError(f"Delayed has no attribute {attr!r}")
+        return DelayedAttr(self, attr)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)))
+
+    def __call__(self, *args, **kwargs):
+        return _make_delayed(apply, (self, *args), kwargs, prefix="call")
+
+    def __getitem__(self, index):
+        return _make_delayed(operator.getitem, (self, index), None, pure=False)
+
+    # -- dask collection protocol: dask.compute(d) and dask.distributed work
+    def __dask_graph__(self):
+        from .schedulers.dask_graph import to_dask_graph
+
+        return to_dask_graph(collect_graph([self]))
+
+    def __dask_keys__(self):
+        return [self._key]
+
+    def __dask_layers__(self):
+        return (self._key,)
+
+    def __dask_tokenize__(self):
+        return self._key
+
+    def __dask_postcompute__(self):
+        return _first, ()
+
+    def __dask_postpersist__(self):
+        return _rebuild_persisted, (self._key, self._length)
+
+    @staticmethod
+    def __dask_optimize__(dsk, keys, **kwargs):
+        return dsk
+
+    @staticmethod
+    def __dask_scheduler__(dsk, keys, **kwargs):
+        from dask.threaded import get
+
+        return get(dsk, keys, **kwargs)
+
+
+def apply(func, *args, **kwargs):
+    """Call ``func`` (the value of a Delayed) with the given arguments."""
+    return func(*args, **kwargs)
+
+
+def call_method(obj, name, *args, **kwargs):
+    """``obj.name(*args, **kwargs)`` as one task."""
+    return getattr(obj, name)(*args, **kwargs)
+
+
+def _first(results):
+    return results[0]
+
+
+def _rebuild_persisted(dsk, key, length, rename=None):
+    key = (rename or {}).get(key, key)
+    return Delayed(key, Literal(key, dsk[key]), (), length)
+
+
+class DelayedAttr(Delayed):
+    """``d.attr``: a Delayed attribute that, when called, becomes one method-call task."""
+
+    __slots__ = ("_obj", "_attr")
+
+    def __init__(self, obj, attr):
+        key = f"{attr}-{new_token()}"
+        task = Task(key, getattr, (Ref(obj._key), attr), None, dependencies=(obj._key,), pure=True)
+        super().__init__(key, task, (obj,))
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_attr", attr)
+
+    def __call__(self, *args, **kwargs):
+        return _make_delayed(call_method, (self._obj, self._attr, *args), kwargs, prefix=self._attr)
+
+    def __reduce__(self):
+        return (DelayedAttr, (self._obj, self._attr))
+
+
+def _binary(op, reflected=False):
+    if reflected:
+        def method(self, other):
+            return _make_delayed(op, (other, self), None, pure=False)
+    else:
+        def method(self, other):
+            return _make_delayed(op, (self, other), None, pure=False)
+    return method
+
+
+def _unary(op):
+    def method(self):
+        return _make_delayed(op, (self,), None, pure=False)
+    return method
+
+
+for _name, _op in [
+    ("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+    ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("mod", operator.mod),
+    ("pow", operator.pow), ("matmul", operator.matmul), ("and", operator.and_),
+    ("or", operator.or_), ("xor", operator.xor), ("lshift", operator.lshift),
+    ("rshift", operator.rshift),
+]:
+    setattr(Delayed, f"__{_name}__", _binary(_op))
+    setattr(Delayed, f"__r{_name}__", _binary(_op, reflected=True))
+for _name, _op in [
+    ("lt", operator.lt), ("le", operator.le), ("eq", operator.eq),
+    ("ne", operator.ne), ("gt", operator.gt), ("ge", operator.ge),
+]:
+    setattr(Delayed, f"__{_name}__", _binary(_op))
+for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
+                   ("invert", operator.invert)]:
+    setattr(Delayed, f"__{_name}__", _unary(_op))
+
+
+# ---------------------------------------------------------------- the decorator
+
+class DelayedFunction:
+    """A function whose calls build tasks instead of running."""
+
+    def __init__(self, func, *, pure=False, name=None, nout=None):
+        self.__wrapped__ = func
+        self.pure = pure
+        self.nout = nout
+        self.prefix = name or funcname(func)
+        functools.update_wrapper(self, func, updated=())
+        if name is not None:
+            self.__name__ = name
+
+    def __call__(self, *args, **kwargs):
+        return _make_delayed(self.__wrapped__, args, kwargs, prefix=self.prefix,
+                             pure=self.pure, nout=self.nout)
+
+    def __repr__(self):
+        return f"<delayed {self.prefix}>"
+
+    def __reduce__(self):
+        return (DelayedFunction, (self.__wrapped__,),
+                {"pure": self.pure, "nout": self.nout, "prefix": self.prefix})
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        functools.update_wrapper(self, self.__wrapped__, updated=())
+
+
+def _check_nout(nout):
+    if nout is not None and (not isinstance(nout, int) or isinstance(nout, bool) or nout < 0):
+        raise TypeError(f"nout must be a non-negative int or None, got {nout!r}")
+
+
+def delayed(obj=None, *, pure=False, name=None, nout=None, vjp=None):
+    """Make a function lazy (``@tg.delayed``) or wrap a value as a leaf node.
+
+    ``tg.delayed(fn)`` / ``@tg.delayed(pure=True, name=..., nout=..., vjp=...)``
+    returns a function whose calls build tasks.  ``tg.delayed(value, name=...)``
+    returns a new leaf holding ``value`` (a container holding Delayeds becomes
+    a task that builds the container).
+    """
+    _check_nout(nout)
+    if obj is None:
+        return functools.partial(delayed, pure=pure, name=name, nout=nout, vjp=vjp)
+    if isinstance(obj, Delayed):
+        return obj
+    if callable(obj):
+        func = obj.__wrapped__ if isinstance(obj, DelayedFunction) else obj
+        if vjp is not None:
+            from .autodiff.rules import defvjp
+
+            defvjp(func, *(vjp if isinstance(vjp, tuple) else (vjp,)))
+        return DelayedFunction(func, pure=pure, name=name, nout=nout)
+    if vjp is not None:
+        raise TypeError("vjp= applies to functions, not to wrapped values")
+    template, deps = unpack_delayed(obj)
+    if deps:
+        key = name or f"{type(obj).__name__}-{new_token()}"
+        task = Task(key, _identity, (template,), None, dependencies=tuple(deps), pure=True)
+        return Delayed(key, task, tuple(deps.values()), nout)
+    key = name if name is not None else f"{type(obj).__name__}-{new_token()}"
+    return Delayed(key, Literal(key, obj), (), nout)
+
+
+def _identity(x):
+    return x

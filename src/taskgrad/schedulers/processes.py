@@ -1,0 +1,189 @@
+"""The process-pool executor: batches of units pickled with cloudpickle.
+
+Each batch carries its units' tasks and the input values they read; the worker
+runs them and sends back only the units' exported values.  Lambdas and
+closures travel because cloudpickle serialises them by value.
+
+The pool (``spawn`` start method, as dask uses: forking a process that holds
+threads can deadlock) is kept between runs, since starting processes costs far
+more than a run of small tasks.  On any failure (a task raised, a worker
+died, Ctrl-C) the pool's processes are terminated and it is discarded, so
+nothing is left running and the next run starts clean.  Workers ignore SIGINT:
+the parent alone decides what Ctrl-C cancels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from queue import SimpleQueue
+
+import cloudpickle
+
+from .local import TaskFailed, add_task_note, run_unit
+
+_pools = {}
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended abruptly (killed, crashed, ``os._exit``)."""
+
+
+class RemoteTraceback(Exception):
+    """The worker-side traceback, attached as ``__cause__`` of a re-raised exception."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _get_pool(num_workers):
+    pool = _pools.get(num_workers)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = ProcessPoolExecutor(
+            max_workers=num_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_sigint,
+        )
+        _pools[num_workers] = pool
+    return pool
+
+
+def _exit_codes(pool):
+    procs = getattr(pool, "_processes", None) or {}
+    return sorted({p.exitcode for p in procs.values() if p.exitcode not in (None, 0)})
+
+
+def _discard_pool(num_workers):
+    """Terminate the pool's processes and forget it: no orphans, no hang."""
+    pool = _pools.pop(num_workers, None)
+    if pool is None:
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+
+
+def _dumps_exception(key, exc):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    add_task_note(exc, key)
+    try:
+        data = cloudpickle.dumps(exc)
+        pickle.loads(data)
+    except Exception:  # noqa: BLE001 - an exception type that cannot travel
+        substitute = RuntimeError(f"{type(exc).__qualname__}: {exc}")
+        add_task_note(substitute, key)
+        data = cloudpickle.dumps(substitute)
+    return key, data, tb
+
+
+def run_batch(data):
+    """Worker side: run the pickled units, return their exported values pickled."""
+    units, results, timed = pickle.loads(data)
+    timings = [] if timed else None
+    exported = {}
+    try:
+        for unit in units:
+            run_unit(unit, results, timings)
+            key = unit[-1].key
+            exported[key] = results[key]
+    except TaskFailed as failed:
+        return "error", _dumps_exception(failed.key, failed.exc), timings, os.getpid()
+    try:
+        return "ok", cloudpickle.dumps(exported), timings, os.getpid()
+    except Exception as exc:  # noqa: BLE001 - find which result cannot travel
+        for key, value in exported.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as inner:  # noqa: BLE001
+                err = TypeError(f"the result of task {key!r} cannot be sent back "
+                                f"from the worker process: {inner}")
+                return "error", _dumps_exception(key, err), timings, os.getpid()
+        return "error", _dumps_exception(units[0][-1].key, exc), timings, os.getpid()
+
+
+def _dumps_batch(units, values, timed):
+    try:
+        return cloudpickle.dumps((units, values, timed))
+    except Exception as exc:  # noqa: BLE001 - name the task that cannot travel
+        for unit in units:
+            for task in unit:
+                try:
+                    cloudpickle.dumps(task)
+                except Exception as inner:  # noqa: BLE001
+                    raise TypeError(f"task {task.key!r} cannot be sent to a worker "
+                                    f"process (scheduler='processes'): {inner}") from inner
+        for key, value in values.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as inner:  # noqa: BLE001
+                raise TypeError(f"the value of {key!r} cannot be sent to a worker "
+                                f"process (scheduler='processes'): {inner}") from inner
+        raise TypeError(f"a batch of tasks cannot be sent to a worker process: {exc}") from exc
+
+
+class ProcessExecutor:
+    inline = False  # everything runs in the workers, as the user asked
+    max_batch = 1000
+
+    def __init__(self, num_workers=None):
+        self.num_workers = num_workers or os.cpu_count() or 1
+        self.max_in_flight = 2 * self.num_workers
+
+    def start(self, results):
+        self.results = results
+        self.done = SimpleQueue()
+        self.pool = None
+        self.in_flight = {}
+
+    def submit(self, batch_id, units, inputs, timed):
+        results = self.results
+        values = {k: results[k] for keys in inputs for k in keys}
+        data = _dumps_batch(units, values, timed)
+        if self.pool is None:
+            self.pool = _get_pool(self.num_workers)
+        future = self.pool.submit(run_batch, data)
+        self.in_flight[batch_id] = [t.key for unit in units for t in unit]
+        future.add_done_callback(lambda f, b=batch_id: self.done.put((b, f)))
+
+    def wait(self):
+        batch_id, future = self.done.get()
+        keys = self.in_flight.pop(batch_id)
+        try:
+            status, body, timings, pid = future.result()
+        except BrokenProcessPool:
+            codes = _exit_codes(self.pool)
+            running = keys + [k for ks in self.in_flight.values() for k in ks]
+            shown = ", ".join(map(repr, running[:5])) + (" ..." if len(running) > 5 else "")
+            raise WorkerDiedError(
+                f"a worker process died unexpectedly (exit code {codes or 'unknown'}) "
+                f"while running one of the tasks {shown}; the process pool was shut down"
+            ) from None
+        if status == "error":
+            key, data, tb = body
+            exc = pickle.loads(data)
+            raise exc from RemoteTraceback(tb)
+        return batch_id, pickle.loads(body), timings, pid
+
+    def stop(self, errored):
+        if errored and self.pool is not None:
+            _discard_pool(self.num_workers)
