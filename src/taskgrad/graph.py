@@ -90,19 +90,24 @@ def materialize(template, results):
 class Task:
     """One node of a graph: ``func(*args, **kwargs)`` once its dependencies are known.
 
+    ``role`` is ``"forward"`` for user tasks and ``"backward"`` for the tasks
+    ``grad`` builds (drawn apart by ``visualize``); ``pure`` says equal inputs
+    give equal outputs (so the task may be shared or cached).
     ``_refs`` caches how to fill the template fast: ``()`` when no argument is
     a dependency, a tuple of ``(position, key)`` when dependencies appear only
     as top-level positional arguments, ``None`` for the general (nested) case.
     """
 
-    __slots__ = ("key", "func", "args", "kwargs", "dependencies", "_refs", "pure")
+    __slots__ = ("key", "func", "args", "kwargs", "dependencies", "_refs", "pure", "role")
 
-    def __init__(self, key, func, args=(), kwargs=None, dependencies=None, pure=False):
+    def __init__(self, key, func, args=(), kwargs=None, dependencies=None, pure=False,
+                 role="forward"):
         self.key = key
         self.func = func
         self.args = tuple(args)
         self.kwargs = kwargs or None
         self.pure = pure
+        self.role = role
         if dependencies is None:
             dependencies = tuple(dict.fromkeys(_template_keys((self.args, self.kwargs))))
         self.dependencies = tuple(dependencies)
@@ -125,10 +130,12 @@ class Task:
         return tuple(refs)
 
     def __getstate__(self):
-        return (self.key, self.func, self.args, self.kwargs, self.dependencies, self._refs, self.pure)
+        return (self.key, self.func, self.args, self.kwargs, self.dependencies, self._refs,
+                self.pure, self.role)
 
     def __setstate__(self, state):
-        (self.key, self.func, self.args, self.kwargs, self.dependencies, self._refs, self.pure) = state
+        (self.key, self.func, self.args, self.kwargs, self.dependencies, self._refs,
+         self.pure, self.role) = state
 
     def __repr__(self):
         name = getattr(self.func, "__name__", repr(self.func))
@@ -154,6 +161,7 @@ class Literal(Task):
         self.dependencies = ()
         self._refs = ()
         self.pure = True
+        self.role = "forward"
 
     @property
     def value(self):
@@ -217,46 +225,52 @@ class MissingDependencyError(KeyError):
         return str(self.args[0])
 
 
-_IN_PROGRESS = object()
-_DONE = object()
-
-
 def postorder(graph, roots):
     """Return the keys ``roots`` need, each after its dependencies (depth first).
 
     The depth-first post-order finishes one branch before starting the next,
     so intermediate results die young and memory stays near the graph's width.
     Uses an explicit stack; raises CycleError or MissingDependencyError.
+    A key is *entered* when its dependencies are pushed and *done* once they
+    all are; meeting an entered, unfinished key again means a cycle.
     """
-    state = {}
+    done = set()
+    entered = set()
     order = []
-    append = order.append
     for root in roots:
-        if root in state:
+        if root in done:
             continue
         if root not in graph:
             raise MissingDependencyError(f"requested key {root!r} is not in the graph")
-        state[root] = _IN_PROGRESS
-        stack = [(root, iter(graph[root].dependencies))]
+        stack = [root]
         while stack:
-            key, deps = stack[-1]
-            for dep in deps:
-                seen = state.get(dep)
-                if seen is None:
-                    task = graph.get(dep)
-                    if task is None:
-                        raise MissingDependencyError(
-                            f"task {key!r} depends on {dep!r}, which is not in the graph"
-                        )
-                    state[dep] = _IN_PROGRESS
-                    stack.append((dep, iter(task.dependencies)))
-                    break
-                if seen is _IN_PROGRESS:
-                    path = [k for k, _ in stack]
-                    cycle = path[path.index(dep):] + [dep]
-                    raise CycleError("the graph has a cycle: " + " -> ".join(map(repr, cycle)))
-            else:
+            key = stack[-1]
+            if key in done:
                 stack.pop()
-                state[key] = _DONE
-                append(key)
+                continue
+            pushed = False
+            if key not in entered:
+                entered.add(key)
+                deps = graph[key].dependencies
+                for i in range(len(deps) - 1, -1, -1):
+                    dep = deps[i]
+                    if dep not in done:
+                        if dep in entered:
+                            raise CycleError(_cycle_message(stack, entered, done, dep, key))
+                        if dep not in graph:
+                            raise MissingDependencyError(
+                                f"task {key!r} depends on {dep!r}, which is not in the graph")
+                        stack.append(dep)
+                        pushed = True
+            if not pushed:
+                stack.pop()
+                done.add(key)
+                order.append(key)
     return order
+
+
+def _cycle_message(stack, entered, done, dep, key):
+    """Describe the cycle: the unfinished entered keys on the stack are the current path."""
+    path = list(dict.fromkeys(k for k in stack if k in entered and k not in done))
+    cycle = path[path.index(dep):] + [dep]
+    return "the graph has a cycle: " + " -> ".join(map(repr, cycle))
