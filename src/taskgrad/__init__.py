@@ -10,4 +10,11 @@ __all__ = [
     "Callback", "CycleError", "Delayed", "MissingDependencyError", "Task", "TaskInfo",
     "WorkerDiedError", "compute", "delayed", "get", "persist",
 ]
+
+# static graphs
+from .placeholder import PlaceholderError, placeholder  # noqa: E402
+from .static import Compiled, compile  # noqa: E402
+
+__all__ += ["Compiled", "PlaceholderError", "compile", "placeholder"]
+
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ def compute(*objs, scheduler=None, num_workers=None, optimize_graph=True, callba
     if optimize_graph:
         from .optimize import optimize
 
-        graph = optimize(graph, list(found))
+        graph = optimize(graph, list(found), optimize_graph)
     keys = list(found)
     values = get(graph, keys, scheduler=scheduler, num_workers=num_workers,
                  callbacks=callbacks)

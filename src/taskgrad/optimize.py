@@ -1,11 +1,69 @@
-"""Graph optimizations applied before a run (``optimize_graph=True``).
+"""The optimization pipeline: which passes run, in which order.
 
-Culling happens when the graph is collected (only what the outputs need is
-gathered), so for now the default pipeline returns the graph unchanged.
+Passes (see ``taskgrad.passes``), in the order they run:
+
+- ``"cull"``: drop tasks the outputs do not need;
+- ``"cse"``: merge pure tasks with equal function and inputs;
+- ``"fold"``: compute the parts no placeholder feeds, once (compiled graphs);
+- ``"inline"``: move literals and cheap tasks into the tasks that read them;
+- ``"fuse"``: turn linear chains into single tasks.
+
+``passes`` selects them: ``True`` for the defaults of the context (``compute``
+runs only the cheap, always-useful ``cull`` and ``cse``: folding a dynamic
+graph would just compute it, and the scheduler already fuses chains into
+units; ``compile`` runs them all since it pays once), ``False``/``None`` for
+none, a collection of names, or a dict ``{name: bool}`` overriding the
+defaults.  Every selection gives the same results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 
-def optimize(graph, keys):
+from .passes import cse, cull, fold_constants, fuse, inline
+
+__all__ = ["PASSES", "COMPUTE_PASSES", "COMPILE_PASSES", "optimize", "select_passes"]
+
+PASSES = ("cull", "cse", "fold", "inline", "fuse")
+COMPUTE_PASSES = ("cull", "cse")
+COMPILE_PASSES = PASSES
+
+
+def select_passes(passes, default=COMPUTE_PASSES):
+    """The pass names a ``passes`` argument selects, in pipeline order."""
+    if passes is True:
+        return tuple(default)
+    if passes is None or passes is False:
+        return ()
+    if isinstance(passes, str):
+        passes = [passes]
+    if isinstance(passes, Mapping):
+        names = set(passes)
+        chosen = (set(default) | {n for n, on in passes.items() if on}) - \
+            {n for n, on in passes.items() if not on}
+    else:
+        try:
+            names = chosen = set(passes)
+        except TypeError:
+            raise TypeError(
+                f"optimize must be True, False, a collection of pass names or a dict "
+                f"{{name: bool}}, got {passes!r}") from None
+    unknown = sorted(map(repr, names - set(PASSES)))
+    if unknown:
+        raise ValueError(f"unknown optimization pass(es) {', '.join(unknown)}; "
+                         f"choose from {list(PASSES)}")
+    return tuple(name for name in PASSES if name in chosen)
+
+
+def optimize(graph, keys, passes=True, *, default=COMPUTE_PASSES, scheduler="sync"):
+    """Return an optimized copy of ``graph`` computing the same values for ``keys``.
+
+    ``scheduler`` runs the constant subgraphs found by ``"fold"``.
+    """
+    keys = list(keys)
+    steps = {"cull": cull, "cse": cse, "fold": partial(fold_constants, scheduler=scheduler),
+             "inline": inline, "fuse": fuse}
+    for name in select_passes(passes, default):
+        graph = steps[name](graph, keys)
     return graph

@@ -18,12 +18,12 @@ SCHEDULERS = {
 default_scheduler = "threads"
 
 
-def get(graph, keys, scheduler=None, num_workers=None, callbacks=None):
-    """Compute ``keys`` of ``graph`` (key -> Task) and return their values in order."""
+def resolve(scheduler, num_workers=None):
+    """Check a scheduler choice: ``"client"``, ``"sync"``, ``"threads"`` or ``"processes"``."""
     if scheduler is None:
         scheduler = default_scheduler
     if is_client(scheduler):
-        return run_distributed(graph, keys, scheduler)
+        return "client"
     kind = SCHEDULERS.get(scheduler) if isinstance(scheduler, str) else None
     if kind is None:
         raise ValueError(
@@ -32,8 +32,20 @@ def get(graph, keys, scheduler=None, num_workers=None, callbacks=None):
         )
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
         raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+    return kind
+
+
+def executor_for(kind, num_workers=None):
+    """A fresh executor for the parallel loop (``kind`` from :func:`resolve`)."""
+    return ThreadExecutor(num_workers) if kind == "threads" else ProcessExecutor(num_workers)
+
+
+def get(graph, keys, scheduler=None, num_workers=None, callbacks=None):
+    """Compute ``keys`` of ``graph`` (key -> Task) and return their values in order."""
+    kind = resolve(scheduler, num_workers)
+    if kind == "client":
+        return run_distributed(graph, keys, scheduler)
     callbacks = active(callbacks)
     if kind == "sync":
         return run_sync(graph, keys, callbacks)
-    executor = ThreadExecutor(num_workers) if kind == "threads" else ProcessExecutor(num_workers)
-    return run_parallel(graph, keys, executor, callbacks)
+    return run_parallel(graph, keys, executor_for(kind, num_workers), callbacks)

@@ -101,12 +101,19 @@ def run_sync(graph, keys, callbacks=()):
     return [results[k] for k in keys]
 
 
-def run_parallel(graph, keys, executor, callbacks=()):
-    """Run ``graph`` with ``executor`` and return the values of ``keys`` in order."""
-    plan = Plan(graph, keys)
+def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
+    """Run ``graph`` with ``executor`` and return the values of ``keys`` in order.
+
+    A ``plan`` prepared earlier (``Plan(graph, keys)``) may be reused; ``values``
+    then replaces the values of some of its literal leaves for this run.
+    """
+    if plan is None:
+        plan = Plan(graph, keys)
     units, unit_key, unit_inputs = plan.units, plan.unit_key, plan.unit_inputs
     consumers, refcount, waiting = plan.consumers, dict(plan.refcount), list(plan.waiting)
     results = dict(plan.values)
+    if values:
+        results.update(values)
     timed = bool(callbacks)
     ready = [u for u, w in enumerate(waiting) if w == 0]
     heapify(ready)

@@ -1,0 +1,62 @@
+"""Common-subexpression elimination: pure tasks with equal inputs run once.
+
+Two tasks are merged when both are ``pure``, call the same function and have
+equal argument templates once their dependencies are themselves merged.
+Literal argument values compare by type and value when hashable (so ``1``,
+``1.0`` and ``True`` stay apart) and by identity otherwise (two references to
+one array are equal; two equal arrays are not compared element by element).
+A requested key that duplicates another stays in the graph as an alias.
+"""
+
+from __future__ import annotations
+
+from ..delayed import _identity
+from ..graph import Pack, Ref, Task, postorder
+from .common import is_leaf, rename
+
+
+def _freeze(value):
+    """A hashable stand-in for a template: equal stand-ins mean equal values."""
+    cls = type(value)
+    if cls is Ref:
+        return (Ref, value.key)
+    if cls is Pack:
+        return (Pack, value.kind, tuple(_freeze(v) for v in value.items))
+    if cls is tuple or cls is list:
+        return (cls, tuple(_freeze(v) for v in value))
+    if cls is dict:
+        return (dict, tuple((_freeze(k), _freeze(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return ("id", id(value))
+    return (cls, value)
+
+
+def _signature(task):
+    kwargs = task.kwargs
+    frozen_kwargs = tuple((k, _freeze(v)) for k, v in kwargs.items()) if kwargs else ()
+    return (task.func, tuple(_freeze(a) for a in task.args), frozen_kwargs)
+
+
+def cse(graph, keys):
+    """Merge duplicate pure tasks, keeping every key in ``keys``."""
+    wanted = set(keys)
+    merged = {}  # duplicate key -> the key that stays
+    seen = {}  # signature -> key
+    out = {}
+    for key in postorder(graph, keys):
+        task = rename(graph[key], merged)
+        if task.pure and not is_leaf(task):
+            sig = _signature(task)
+            try:
+                first = seen.setdefault(sig, key)
+            except TypeError:  # an argument whose __hash__ fails: leave it alone
+                first = key
+            if first != key:
+                merged[key] = first
+                if key in wanted:
+                    out[key] = Task(key, _identity, (Ref(first),), pure=True, role=task.role)
+                continue
+        out[key] = task
+    return out

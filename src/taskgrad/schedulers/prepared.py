@@ -1,0 +1,85 @@
+"""Run one graph many times: plan it once, then feed fresh values to its leaves.
+
+``tg.compile`` prepares its graph here.  Leaves to be fed are literal slots;
+the :class:`~taskgrad.schedulers.plan.Plan` (order, fused units, reference
+counts) is built once, so a run only copies the literal values, overrides the
+fed ones and goes through the units: no graph walking per call.
+"""
+
+from __future__ import annotations
+
+from ..graph import Literal
+from . import executor_for, resolve
+from .distributed import run_distributed
+from .local import TaskFailed, active, add_task_note, run_parallel, run_unit
+from .plan import Plan
+
+__all__ = ["PreparedRun"]
+
+
+class PreparedRun:
+    """``graph`` planned for ``keys`` on one scheduler; call it with ``{slot_key: value}``."""
+
+    def __init__(self, graph, keys, scheduler=None, num_workers=None):
+        self.kind = resolve(scheduler, num_workers)
+        self.scheduler = scheduler
+        self.num_workers = num_workers
+        self.graph = graph
+        self.keys = list(keys)
+        if self.kind == "client":  # the cluster plans the graph itself
+            return
+        self.plan = plan = Plan(graph, self.keys)
+        # for the in-thread loop: the inputs whose last reader is each unit
+        refcount = dict(plan.refcount)
+        release = []
+        for inputs in plan.unit_inputs:
+            done = []
+            for key in inputs:
+                refcount[key] -= 1
+                if not refcount[key]:
+                    done.append(key)
+            release.append(tuple(done))
+        self.release = release
+
+    def __call__(self, values, callbacks=None):
+        """Run with ``values`` for some literal slots; return the values of ``keys``."""
+        if self.kind == "client":
+            graph = dict(self.graph)
+            graph.update((k, Literal(k, v)) for k, v in values.items())
+            return run_distributed(graph, self.keys, self.scheduler)
+        callbacks = active(callbacks)
+        if self.kind == "sync":
+            return self._run_here(values, callbacks)
+        return run_parallel(self.graph, self.keys, executor_for(self.kind, self.num_workers),
+                            callbacks, plan=self.plan, values=values)
+
+    def _run_here(self, values, callbacks):
+        plan = self.plan
+        results = dict(plan.values)
+        results.update(values)
+        for cb in callbacks:
+            cb._start(self.graph)
+        errored = True
+        try:
+            for unit, release in zip(plan.units, self.release):
+                timings = None
+                if callbacks:
+                    timings = []
+                    for task in unit:
+                        for cb in callbacks:
+                            cb._pretask(task.key)
+                try:
+                    run_unit(unit, results, timings)
+                except TaskFailed as failed:
+                    raise add_task_note(failed.exc, failed.key) from None
+                if callbacks:
+                    for key, start, end in timings:
+                        for cb in callbacks:
+                            cb._posttask((key, start, end, 0, False))
+                for key in release:
+                    del results[key]
+            errored = False
+        finally:
+            for cb in callbacks:
+                cb._finish(self.graph, errored)
+        return [results[k] for k in self.keys]

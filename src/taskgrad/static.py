@@ -1,0 +1,94 @@
+"""Static graphs: build once, optimize once, run many times with fresh feeds.
+
+``tg.compile(outputs)`` culls and optimizes the graph of ``outputs`` and plans
+its execution once; the returned :class:`Compiled` is then called with one
+value per placeholder (``step(x=batch, W=w)``) and does no graph building per
+call: placeholders are literal slots of the prepared plan.
+"""
+
+from __future__ import annotations
+
+from .delayed import collect_graph, unpack_delayed
+from .graph import Literal, materialize
+from .optimize import COMPILE_PASSES, optimize as optimize_graph_
+from .placeholder import Placeholder, PlaceholderError
+from .schedulers.prepared import PreparedRun
+
+__all__ = ["Compiled", "compile"]
+
+
+class Compiled:
+    """A graph prepared once; ``self(**feeds)`` runs it (see :func:`compile`).
+
+    ``source_graph`` is the culled graph as written, ``graph`` the optimized
+    one (both plain dicts of tasks, so ``tg.visualize`` draws either);
+    ``placeholders`` maps each name to feed to its :class:`Placeholder` task.
+    """
+
+    def __init__(self, outputs, *, optimize=True, scheduler=None, num_workers=None):
+        if isinstance(outputs, list):
+            outputs = tuple(outputs)
+        template, found = unpack_delayed(outputs)
+        if not found:
+            raise TypeError(f"compile needs a Delayed or a list/tuple of Delayeds, "
+                            f"got {outputs!r}")
+        self._template = template
+        self._keys = keys = list(found)
+        self.source_graph = collect_graph(found.values())
+        self.placeholders = {k: t for k, t in self.source_graph.items()
+                             if type(t) is Placeholder}
+        self.optimize = optimize
+        self.graph = optimize_graph_(self.source_graph, keys, optimize, default=COMPILE_PASSES,
+                                     scheduler=scheduler)
+        slots = {k: (Literal(k, None) if type(t) is Placeholder else t)
+                 for k, t in self.graph.items()}
+        self._run = PreparedRun(slots, keys, scheduler=scheduler, num_workers=num_workers)
+
+    @property
+    def scheduler(self):
+        return self._run.scheduler
+
+    def __call__(self, feeds=None, /, callbacks=None, **named):
+        """Run with one value per placeholder, by name (or in a dict for any names)."""
+        if feeds:
+            named = {**feeds, **named}
+        missing = [name for name in self.placeholders if name not in named]
+        unknown = [name for name in named if name not in self.placeholders]
+        if missing or unknown:
+            problems = []
+            if missing:
+                problems.append(f"missing feed(s) for placeholder(s) {missing}")
+            if unknown:
+                problems.append(f"unknown feed name(s) {unknown}")
+            raise PlaceholderError("; ".join(problems) +
+                                   f"; this graph's placeholders are {list(self.placeholders)}")
+        for name, value in named.items():
+            self.placeholders[name].check(value)
+        values = self._run(named, callbacks)
+        return materialize(self._template, dict(zip(self._keys, values)))
+
+    def visualize(self, filename=None, format=None, optimized=True, **kwargs):
+        """Draw the optimized graph (or, with ``optimized=False``, the graph as written)."""
+        from .visualize import visualize
+
+        graph = self.graph if optimized else self.source_graph
+        return visualize(dict(graph), filename=filename, format=format, **kwargs)
+
+    def __repr__(self):
+        return (f"<Compiled: {len(self.source_graph)} tasks -> {len(self.graph)} after "
+                f"optimization, placeholders {list(self.placeholders)}>")
+
+
+def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimize_graph=None):
+    """Prepare ``outputs`` (a Delayed, or a list/tuple of them) to run many times.
+
+    ``optimize`` (alias ``optimize_graph``) selects passes as in
+    :mod:`taskgrad.optimize`: ``True`` runs all of them (cull, cse, fold,
+    inline, fuse), ``False`` none, or give names / a ``{name: bool}`` dict.
+    ``scheduler`` and ``num_workers`` are used for every call (and for
+    folding constants).  Calling the result returns one value for a single
+    Delayed, a tuple for a list or tuple.
+    """
+    if optimize_graph is not None:
+        optimize = optimize_graph
+    return Compiled(outputs, optimize=optimize, scheduler=scheduler, num_workers=num_workers)
