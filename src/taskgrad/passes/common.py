@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..graph import Literal, Pack, Ref, Task
+from ..graph import Literal, Pack, Ref, Task, materialize
 from ..placeholder import Placeholder
 
 
@@ -36,7 +36,11 @@ def substitute(template, replace):
             items = tuple((k, substitute(v, replace)) for k, v in template.items)
         else:
             items = tuple(substitute(v, replace) for v in template.items)
-        return Pack(kind, items)
+        pack = Pack(kind, items)
+        values = [v for _, v in items] if kind is dict else items
+        if any(type(v) in (Ref, Pack) for v in values):
+            return pack
+        return materialize(pack, {})  # nothing left to fill: a plain value
     return template
 
 
