@@ -1,0 +1,230 @@
+"""Placeholders and compiled graphs: build once, run many times with fresh feeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import taskgrad as tg
+import taskgrad.schedulers.local as local
+import taskgrad.schedulers.plan as plan_module
+import taskgrad.static as static
+from taskgrad.optimize import PASSES
+
+SCHEDULERS = ["sync", "threads", "processes"]
+
+
+def affine(x, W, b):
+    return np.tanh(x @ W + b)
+
+
+def model():
+    x = tg.placeholder("x", shape=(None, 3), dtype="float64")
+    W = tg.placeholder("W", shape=(3, 2))
+    b = tg.delayed(np.array([0.5, -0.5]), name="b")
+    h = tg.delayed(affine)(x, W, b)
+    return x, W, (h * 2).sum(), h
+
+
+# ---------------------------------------------------------------- placeholders
+
+def test_placeholder_is_a_named_leaf():
+    x = tg.placeholder("x", shape=[None, 4], dtype=np.float32)
+    assert x.key == "x" and x.dependencies == ()
+    assert x.task.shape == (None, 4) and x.task.dtype == np.float32
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": ""}, "non-empty str"),
+    ({"name": 3}, "non-empty str"),
+    ({"name": "x", "shape": (2, -1)}, "non-negative ints or None"),
+    ({"name": "x", "shape": (2.5,)}, "non-negative ints or None"),
+    ({"name": "x", "shape": object()}, "tuple of ints"),
+])
+def test_placeholder_rejects_bad_declarations(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        tg.placeholder(**kwargs)
+
+
+def test_placeholder_rejects_unknown_dtype():
+    with pytest.raises(TypeError):
+        tg.placeholder("x", dtype="not-a-dtype")
+
+
+def test_unfed_placeholder_in_a_dynamic_graph_is_a_clear_error():
+    x = tg.placeholder("x")
+    with pytest.raises(tg.PlaceholderError, match="placeholder 'x' has no value"):
+        (x + 1).compute(scheduler="sync")
+
+
+def test_two_placeholders_with_one_name_are_an_error():
+    with pytest.raises(ValueError, match="share the key 'x'"):
+        tg.compile((tg.placeholder("x") + 1) * (tg.placeholder("x") - 1))
+
+
+# ---------------------------------------------------------------- compile
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_compiled_matches_numpy_on_every_scheduler(scheduler):
+    x, W, loss, h = model()
+    step = tg.compile([loss, h], scheduler=scheduler)
+    rng = np.random.default_rng(0)
+    for batch in (1, 5, 2):
+        xv, Wv = rng.normal(size=(batch, 3)), rng.normal(size=(3, 2))
+        got_loss, got_h = step(x=xv, W=Wv)
+        want_h = affine(xv, Wv, np.array([0.5, -0.5]))
+        np.testing.assert_array_equal(got_h, want_h)
+        assert got_loss == (want_h * 2).sum()
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.just(3)),
+                  elements=st.floats(-10, 10)),
+       hnp.arrays(np.float64, (3, 2), elements=st.floats(-10, 10)),
+       st.sampled_from([True, False, ["fuse"], ["inline", "cse"]]))
+def test_compiled_equals_dynamic_for_any_feed(xv, Wv, passes):
+    _, _, loss, h = model()
+    step = tg.compile((loss, h), optimize=passes, scheduler="sync")
+    dyn_loss, dyn_h = _dynamic(xv, Wv)
+    got_loss, got_h = step(x=xv, W=Wv)
+    np.testing.assert_array_equal(got_h, dyn_h)
+    assert got_loss == dyn_loss or (np.isnan(got_loss) and np.isnan(dyn_loss))
+
+
+def _dynamic(xv, Wv):
+    x, W = tg.delayed(xv), tg.delayed(Wv)
+    h = tg.delayed(affine)(x, W, tg.delayed(np.array([0.5, -0.5])))
+    return tg.compute((h * 2).sum(), h, scheduler="sync")
+
+
+def test_output_structure():
+    x = tg.placeholder("x")
+    single = tg.compile(x + 1, scheduler="sync")
+    assert single(x=1) == 2
+    assert tg.compile([x + 1, x * 3], scheduler="sync")(x=2) == (3, 6)
+    assert tg.compile((x + 1,), scheduler="sync")(x=2) == (3,)
+    assert tg.compile({"a": x, "b": [x - 1]}, scheduler="sync")(x=5) == {"a": 5, "b": [4]}
+
+
+def test_feeds_may_come_in_a_dict():
+    a, b = tg.placeholder("my input"), tg.placeholder("b")
+    step = tg.compile(a - b, scheduler="sync")
+    assert step({"my input": 5}, b=2) == 3
+
+
+def test_graph_without_placeholders_compiles_to_constants():
+    x = tg.delayed(np.arange(3.0), name="x")
+    step = tg.compile((x * 2).sum())
+    assert step() == 6.0
+    assert all(isinstance(t, tg.Task) for t in step.graph.values())
+
+
+@pytest.mark.parametrize("feeds, message", [
+    ({"x": np.ones((2, 3))}, r"missing feed\(s\) for placeholder\(s\) \['W'\]"),
+    ({"x": np.ones((2, 3)), "W": np.ones((3, 2)), "Z": 1}, r"unknown feed name\(s\) \['Z'\]"),
+    ({"x": np.ones((2, 4)), "W": np.ones((3, 2))}, r"'x' expects shape \(None, 3\), got \(2, 4\)"),
+    ({"x": np.ones(3), "W": np.ones((3, 2))}, r"'x' expects shape \(None, 3\), got \(3,\)"),
+    ({"x": np.ones((2, 3), np.float32), "W": np.ones((3, 2))},
+     "'x' expects dtype float64, got float32"),
+    ({"x": [[1, 2, 3]], "W": np.ones((3, 2))}, "'x' expects dtype float64, got int64"),
+])
+def test_bad_feeds_are_clear_errors(feeds, message):
+    _, _, loss, _ = model()
+    step = tg.compile(loss, scheduler="sync")
+    with pytest.raises(tg.PlaceholderError, match=message):
+        step(**feeds)
+
+
+def test_undeclared_placeholders_take_anything():
+    x = tg.placeholder("x")
+    step = tg.compile(x * 2, scheduler="sync")
+    assert step(x="ab") == "abab"
+    np.testing.assert_array_equal(step(x=np.ones((2, 2), np.float32)), 2 * np.ones((2, 2)))
+
+
+def test_errors_in_tasks_name_the_task():
+    x = tg.placeholder("x")
+    y = tg.delayed(np.linalg.inv, name="inverse")(x)
+    for scheduler in ("sync", "threads"):
+        step = tg.compile(y, scheduler=scheduler)
+        with pytest.raises(np.linalg.LinAlgError) as info:
+            step(x=np.zeros((2, 2)))
+        assert "inverse-" in "".join(info.value.__notes__)
+
+
+def test_no_graph_building_per_call(monkeypatch):
+    _, _, loss, h = model()
+    steps = [tg.compile([loss, h], scheduler=s) for s in ("sync", "threads")]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("graph work done per call")
+
+    for module, name in [(static, "collect_graph"), (static, "optimize_graph_"),
+                         (local, "postorder"), (local, "Plan"), (plan_module, "postorder")]:
+        monkeypatch.setattr(module, name, forbidden)
+    for step in steps:
+        for _ in range(3):
+            step(x=np.ones((2, 3)), W=np.ones((3, 2)))
+
+
+def test_callbacks_see_every_task_of_a_compiled_run():
+    x = tg.placeholder("x")
+    y = tg.delayed(np.negative)(tg.delayed(np.exp)(x))
+    seen = []
+    cb = tg.Callback(pretask=seen.append)
+    for scheduler in ("sync", "threads"):
+        seen.clear()
+        tg.compile(y, scheduler=scheduler, optimize=False)(x=1.0, callbacks=[cb])
+        assert len(seen) == 2
+
+
+def test_optimized_graph_is_smaller_and_plain():
+    _, _, loss, _ = model()
+    step = tg.compile(loss, optimize=PASSES)
+    unoptimized = tg.compile(loss, optimize=False)
+    assert len(step.graph) < len(unoptimized.graph) == len(step.source_graph)
+    assert all(isinstance(t, tg.Task) for t in step.graph.values())
+    assert "placeholders ['x', 'W']" in repr(step) or "placeholders ['W', 'x']" in repr(step)
+
+
+def test_optimize_graph_alias_and_bad_selection():
+    x = tg.placeholder("x")
+    assert len(tg.compile(x + 1, optimize_graph=False).graph) == 2
+    with pytest.raises(ValueError, match="unknown optimization pass"):
+        tg.compile(x + 1, optimize=["fast"])
+    with pytest.raises(TypeError, match="compile needs a Delayed"):
+        tg.compile(3)
+
+
+# ---------------------------------------------------------------- dynamic vs compiled training
+
+def _sgd_data():
+    rng = np.random.default_rng(42)
+    X = rng.normal(size=(32, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.normal(size=32)
+    return X, y
+
+
+def _sgd_update(X, y, w, lr):
+    """One SGD step of least squares, written with Delayed operators."""
+    residual = X @ w - y
+    grad = (X.T @ residual) * (2.0 / 32)
+    return w - grad * lr
+
+
+def test_sgd_dynamic_and_compiled_give_identical_weights():
+    X, y = _sgd_data()
+    lr = 0.1
+    w_dynamic = np.zeros(4)
+    for _ in range(50):  # dynamic: rebuild the graph every step
+        w_dynamic = _sgd_update(tg.delayed(X), tg.delayed(y), tg.delayed(w_dynamic), lr).compute()
+    Xp, yp, wp = tg.placeholder("X"), tg.placeholder("y"), tg.placeholder("w", shape=(4,))
+    step = tg.compile(_sgd_update(Xp, yp, wp, lr))
+    w_static = np.zeros(4)
+    for _ in range(50):
+        w_static = step(X=X, y=y, w=w_static)
+    np.testing.assert_array_equal(w_static, w_dynamic)
+    assert np.allclose(w_static, [1.0, -2.0, 0.5, 3.0], atol=0.15)
