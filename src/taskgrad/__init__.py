@@ -13,8 +13,10 @@ __all__ = [
 
 # static graphs
 from .placeholder import PlaceholderError, placeholder  # noqa: E402
+from .serialize import FileFormatError, load, save  # noqa: E402
 from .static import Compiled, compile  # noqa: E402
 
-__all__ += ["Compiled", "PlaceholderError", "compile", "placeholder"]
+__all__ += ["Compiled", "FileFormatError", "PlaceholderError", "compile", "load", "placeholder",
+            "save"]
 
 __version__ = "0.1.0"
