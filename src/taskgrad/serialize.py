@@ -142,7 +142,7 @@ class _Writer:
         if isinstance(v, (np.ndarray, np.generic)) and v.dtype != object:
             tag = "$array" if cls is np.ndarray else "$npscalar"
             return {tag: self.member("a", v, np.asarray(v))}
-        if callable(v) and (isinstance(v, type) or import_path(v) is not None):
+        if isinstance(v, (type, partial)) or (callable(v) and import_path(v) is not None):
             return self.function(v)
         return self.pickle(v, f"value of type {cls.__name__} is not a plain value or array")
 
