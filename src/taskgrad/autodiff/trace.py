@@ -201,6 +201,11 @@ class Box:
     def __getitem__(self, index):
         return apply_primitive(operator.getitem, (self, index), {})
 
+    def __getattr__(self, name):
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise MissingRuleError(f"ndarray.{name}")
+        raise AttributeError(f"traced value has no attribute {name!r}")
+
     # -- methods
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
