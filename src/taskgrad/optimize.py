@@ -14,6 +14,9 @@ graph would just compute it, and the scheduler already fuses chains into
 units; ``compile`` runs them all since it pays once), ``False``/``None`` for
 none, a collection of names, or a dict ``{name: bool}`` overriding the
 defaults.  Every selection gives the same results.
+
+Tape fusion (``autodiff/fuse_tape.py``: a traced forward task reads its value
+from its tape instead of running twice) changes no result and always runs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 
+from .autodiff.fuse_tape import fuse_tapes
 from .passes import cse, cull, fold_constants, fuse, inline
 
 __all__ = ["PASSES", "COMPUTE_PASSES", "COMPILE_PASSES", "optimize", "select_passes"]
@@ -62,6 +66,7 @@ def optimize(graph, keys, passes=True, *, default=COMPUTE_PASSES, scheduler="syn
     ``scheduler`` runs the constant subgraphs found by ``"fold"``.
     """
     keys = list(keys)
+    graph = fuse_tapes(graph)
     steps = {"cull": cull, "cse": cse, "fold": partial(fold_constants, scheduler=scheduler),
              "inline": inline, "fuse": fuse}
     for name in select_passes(passes, default):
