@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import taskgrad as tg
+import taskgrad.numpy as tnp
 import taskgrad.schedulers.local as local
 import taskgrad.schedulers.plan as plan_module
 import taskgrad.static as static
@@ -223,6 +224,51 @@ def test_sgd_dynamic_and_compiled_give_identical_weights():
         w_dynamic = _sgd_update(tg.delayed(X), tg.delayed(y), tg.delayed(w_dynamic), lr).compute()
     Xp, yp, wp = tg.placeholder("X"), tg.placeholder("y"), tg.placeholder("w", shape=(4,))
     step = tg.compile(_sgd_update(Xp, yp, wp, lr))
+    w_static = np.zeros(4)
+    for _ in range(50):
+        w_static = step(X=X, y=y, w=w_static)
+    np.testing.assert_array_equal(w_static, w_dynamic)
+    assert np.allclose(w_static, [1.0, -2.0, 0.5, 3.0], atol=0.15)
+
+
+# ---------------------------------------------------------------- gradients of placeholders
+
+def _loss(X, y, w):
+    return tnp.mean((X @ w - y) ** 2)
+
+
+def test_gradients_of_placeholders():
+    X, y = _sgd_data()
+    Xp, yp, wp = tg.placeholder("X"), tg.placeholder("y"), tg.placeholder("w", shape=(4,))
+    loss = _loss(Xp, yp, wp)
+    step = tg.compile([loss, *tg.grad(loss, [wp, Xp])])
+    for w in (np.zeros(4), np.arange(4.0)):
+        value, gw, gX = step(X=X, y=y, w=w)
+        residual = X @ w - y
+        np.testing.assert_allclose(gw, 2 * X.T @ residual / 32, rtol=1e-12)
+        np.testing.assert_allclose(gX, 2 * np.outer(residual, w) / 32, rtol=1e-12, atol=1e-15)
+        assert np.isclose(value, np.mean(residual ** 2))
+
+
+def test_gradient_of_unused_placeholder_is_zeros():
+    a, b = tg.placeholder("a"), tg.placeholder("b")
+    step = tg.compile(tg.grad(tnp.sum(a * a), [a, b]), scheduler="sync")
+    ga, gb = step(a=np.array([1.0, 2.0]), b=np.ones((2, 3)))
+    np.testing.assert_array_equal(ga, [2.0, 4.0])
+    np.testing.assert_array_equal(gb, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_sgd_with_grad_identical_in_dynamic_and_compiled_styles(scheduler):
+    X, y = _sgd_data()
+    lr = 0.1
+    w_dynamic = np.zeros(4)
+    for _ in range(50):
+        w = tg.delayed(w_dynamic)
+        g = tg.grad(_loss(tg.delayed(X), tg.delayed(y), w), w)
+        w_dynamic = (w - lr * g).compute(scheduler=scheduler)
+    Xp, yp, wp = tg.placeholder("X"), tg.placeholder("y"), tg.placeholder("w")
+    step = tg.compile(wp - lr * tg.grad(_loss(Xp, yp, wp), wp), scheduler=scheduler)
     w_static = np.zeros(4)
     for _ in range(50):
         w_static = step(X=X, y=y, w=w_static)

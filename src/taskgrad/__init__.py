@@ -15,9 +15,10 @@ __all__ = [
 from .placeholder import PlaceholderError, placeholder  # noqa: E402
 from .serialize import FileFormatError, load, save  # noqa: E402
 from .static import Compiled, compile  # noqa: E402
+from .checkpoint import checkpoint  # noqa: E402
 
-__all__ += ["Compiled", "FileFormatError", "PlaceholderError", "compile", "load", "placeholder",
-            "save"]
+__all__ += ["Compiled", "FileFormatError", "PlaceholderError", "checkpoint", "compile", "load",
+            "placeholder", "save"]
 
 __version__ = "0.1.0"
 
