@@ -172,11 +172,11 @@ def test_fan_in_sum_order_is_fixed_by_the_graph():
     assert values["sync"] == values["threads"]
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_deep_chain_does_not_recurse(scheduler):
+@pytest.mark.parametrize("scheduler,length", [("sync", 100_000), ("threads", 10_000)])
+def test_deep_chain_does_not_recurse(scheduler, length):
     x = tg.delayed(0.0)
     y = x
-    for _ in range(100_000):
+    for _ in range(length):
         y = y + 1.0
     assert float(tg.grad(y, x).compute(scheduler=scheduler)) == 1.0
 

@@ -12,22 +12,24 @@ import functools
 
 import numpy as np
 
-from .rules import defvjp_argnum, nondifferentiable, rule_for
+from .rules import defvjp_argnum, nondifferentiable
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
            "sum_cotangents", "ones_for", "zeros_for"]
 
 
-def rule_vjp(func, positions, g, ans, args, kwargs):
-    """The cotangent of one dependency of ``func(*args, **kwargs)`` (value ``ans``).
+def rule_vjp(positions, g, ans, args, kwargs):
+    """The cotangent of one dependency of a call ``f(*args, **kwargs)`` (value ``ans``).
 
-    ``positions`` lists ``(argument position, index in a sequence argument or
-    None)`` for every place the dependency appears; their contributions add.
+    ``positions`` lists ``(rule, argument position, index in a sequence
+    argument or None)`` for every place the dependency appears; their
+    contributions add.  The rules travel with the task, so worker processes
+    need not have registered them.
     """
     total = None
-    for pos, sub in positions:
-        c = rule_for(func, pos)(ans, *args, **kwargs)(g)
+    for rule, pos, sub in positions:
+        c = rule(ans, *args, **kwargs)(g)
         if sub is not None:
             c = c[sub]
         total = c if total is None else total + c
