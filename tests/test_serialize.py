@@ -276,3 +276,32 @@ def test_damaged_headers(good_file, change, message):
     rewrite_header(good_file, change)
     with pytest.raises(tg.FileFormatError, match=message):
         tg.load(good_file)
+
+
+def test_gradient_graphs_save_without_pickle_and_run_in_a_fresh_process(tmp_path, user_module):
+    import taskgrad.numpy as tnp
+
+    x = tg.placeholder("x", shape=(None, 3))
+    W = tg.placeholder("W", shape=(3, 3))
+    V = tg.placeholder("V", shape=(3, 3))
+    h = user_module.layer(x, W, 0.1)  # traced plain-NumPy function
+    h = tg.checkpoint(np.matmul)(h, V)  # recomputed block
+    loss = tnp.sum(tnp.einsum("ij,jk->ik", tnp.tanh(h), V) ** 2)
+    gW, gV = tg.grad(loss, [W, V])
+    hvp = tg.grad(tnp.sum(tg.grad(tnp.sum(tnp.tanh(x @ V) ** 2), V)), V)  # second order
+    step = tg.compile([loss, gW, gV, hvp], scheduler="sync")
+    path = tmp_path / "train.tg"
+    tg.save(step, path)  # no allow_pickle: rules and blocks are stored by name
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.normal(size=(4, 3)), "W": rng.normal(size=(3, 3)),
+             "V": rng.normal(size=(3, 3))}
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    run_in_subprocess(f"""
+        import numpy as np, taskgrad as tg
+        step = tg.load({str(path)!r})
+        feeds = dict(np.load({str(tmp_path / 'feeds.npz')!r}))
+        np.savez({str(tmp_path / 'out.npz')!r}, *step(**feeds))
+    """, tmp_path)
+    with np.load(tmp_path / "out.npz") as out:
+        for i, want in enumerate(step(**feeds)):
+            np.testing.assert_array_equal(out[f"arr_{i}"], want)

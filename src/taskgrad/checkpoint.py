@@ -20,6 +20,7 @@ before the backward pass reaches the block.
 from __future__ import annotations
 
 import functools
+from functools import partial
 
 from .autodiff.backward_tasks import TapeSpec, retrace_vjp
 from .autodiff.rules import defvjp, defvjp_argnum
@@ -52,7 +53,16 @@ class Cotangents:
         return value
 
 
-defvjp_argnum(pack_inputs, lambda pos: lambda ans, *values: lambda g: g.take(pos))
+def _take(pos, g):
+    return g.take(pos)
+
+
+def _pack_rule(pos, ans, *values):
+    return partial(_take, pos)
+
+
+# rules made of importable functions, so a saved graph names them without pickling
+defvjp_argnum(pack_inputs, lambda pos: partial(_pack_rule, pos))
 
 
 class Segment:
@@ -70,7 +80,7 @@ class Segment:
         self.__name__ = f"checkpoint:{funcname(fn)}"
         self.spec = TapeSpec(self.__name__, self.__name__,
                              tuple(((0, i),) for i in range(len(keys))))
-        defvjp(self, self._rule)
+        defvjp(self, self.vjp_rule)
 
     def apply(self, *inputs):
         args, kwargs = materialize(self.template, dict(zip(self.keys, inputs)))
@@ -79,11 +89,13 @@ class Segment:
     def __call__(self, packed):
         return self.apply(*packed)
 
-    def _rule(self, ans, packed):
-        def vjp(g):
-            cots = retrace_vjp(self.spec, self.apply, g, packed, {})
-            return Cotangents(cots if len(self.keys) > 1 else (cots,))
-        return vjp
+    def vjp_rule(self, ans, packed):
+        return partial(self.backward, packed)
+
+    def backward(self, packed, g):
+        """Run the block again from its inputs under tracing, and walk the tape back."""
+        cots = retrace_vjp(self.spec, self.apply, g, packed, {})
+        return Cotangents(cots if len(self.keys) > 1 else (cots,))
 
     def __reduce__(self):
         return (Segment, (self.fn, self.template, self.keys))

@@ -15,11 +15,15 @@ import base64
 import importlib
 import json
 import math
+import types
 import zipfile
 from functools import partial
 
 import numpy as np
 
+from .autodiff.backward_tasks import TapeSpec
+from .autodiff.rules import _RULES, has_rules, rule_for
+from .checkpoint import Segment
 from .delayed import Delayed, DelayedFunction, unpack_delayed
 from .graph import (CycleError, Literal, MissingDependencyError, Pack, Ref, Task, materialize,
                     postorder)
@@ -77,6 +81,7 @@ class _Writer:
 
     def __init__(self, allow_pickle):
         self.allow_pickle = allow_pickle
+        self.rules = None  # id(rule) -> (function, position), built when first needed
         self.members = {}
         self.by_id = {}  # id(array) -> member name, so a shared array is stored once
         self.context = ""
@@ -104,11 +109,28 @@ class _Writer:
             return {"$partial": [self.function(func.func), self.value(func.args),
                                  self.value(func.keywords)]}
         found = import_path(func)
-        if found is None:
-            return self.pickle(func, f"function {func!r} has no import path "
-                                     "(a lambda, closure, local or __main__ function)")
-        path, unwrap = found
-        return {"$wrapped": path} if unwrap else {"$import": path}
+        if found is not None:
+            path, unwrap = found
+            return {"$wrapped": path} if unwrap else {"$import": path}
+        special = self.special(func)
+        if special is not None:
+            return special
+        return self.pickle(func, f"function {func!r} has no import path "
+                                 "(a lambda, closure, local or __main__ function)")
+
+    def special(self, obj):
+        """taskgrad's own callables: VJP rules, checkpointed blocks, their methods."""
+        if self.rules is None:
+            self.rules = _rule_index()
+        rule = self.rules.get(id(obj)) or _made_rule(obj)
+        if rule is not None:
+            return {"$rule": [self.function(rule[0]), rule[1]]}
+        if type(obj) is Segment:
+            return {"$segment": [self.function(obj.fn), self.value(obj.template),
+                                 self.value(obj.keys)]}
+        if isinstance(obj, types.MethodType) and type(obj.__self__) is Segment:
+            return {"$method": [self.special(obj.__self__), obj.__func__.__name__]}
+        return None
 
     def value(self, v):  # noqa: C901 - one branch per supported type
         cls = type(v)
@@ -142,9 +164,44 @@ class _Writer:
         if isinstance(v, (np.ndarray, np.generic)) and v.dtype != object:
             tag = "$array" if cls is np.ndarray else "$npscalar"
             return {tag: self.member("a", v, np.asarray(v))}
-        if isinstance(v, (type, partial)) or (callable(v) and import_path(v) is not None):
+        if type(v) is TapeSpec:
+            return {"$tapespec": [self.value(v.fkey), self.value(v.name), self.value(v.paths)]}
+        if isinstance(v, (type, partial)) or (callable(v) and (
+                import_path(v) is not None or self.special(v) is not None)):
             return self.function(v)
         return self.pickle(v, f"value of type {cls.__name__} is not a plain value or array")
+
+
+def _rule_index():
+    """id(rule) -> (function, position) for the registered rules of importable functions."""
+    index = {}
+    for func, rules in list(_RULES.items()):
+        if type(rules) is tuple and import_path(func) is not None:
+            for pos, rule in enumerate(rules):
+                if rule is not None:
+                    index.setdefault(id(rule), (func, pos))
+    return index
+
+
+def _made_rule(rule, max_pos=64):
+    """``(function, position)`` when ``rule`` is what ``rule_for`` makes for a variadic
+    function (``defvjp_argnum``): same code, same captured values."""
+    code = getattr(rule, "__code__", None)
+    if code is None:
+        return None
+    cells = [c.cell_contents for c in rule.__closure__ or ()]
+    for func, maker in list(_RULES.items()):
+        if type(maker) is tuple or import_path(func) is None:
+            continue
+        for pos in range(max_pos):
+            made = maker(pos)
+            if getattr(made, "__code__", None) is not code:
+                continue
+            made_cells = [c.cell_contents for c in made.__closure__ or ()]
+            if len(made_cells) == len(cells) and all(
+                    type(a) is type(b) and a == b for a, b in zip(made_cells, cells)):
+                return func, pos
+    return None
 
 
 _KIND_NAMES = {list: "list", tuple: "tuple", dict: "dict", set: "set", frozenset: "frozenset"}
@@ -259,6 +316,21 @@ class _Reader:
             return partial(self.function(body[0]), *self.value(body[1]), **self.value(body[2]))
         if tag == "$pickle":
             return self.unpickle(body)
+        if tag == "$rule":
+            func, pos = self.function(body[0]), body[1]
+            if not has_rules(func) or not isinstance(pos, int):
+                self.fail(f"no VJP rule {pos!r} is registered for {func!r}")
+            return rule_for(func, pos)
+        if tag == "$segment":
+            template, keys = self.value(body[1]), self.value(body[2])
+            if not isinstance(keys, tuple):
+                self.fail("bad checkpointed block")
+            return Segment(self.function(body[0]), template, keys)
+        if tag == "$method":
+            owner, name = self.function(body[0]), body[1]
+            if type(owner) is not Segment or name not in ("vjp_rule", "backward", "apply"):
+                self.fail(f"bad method entry {body!r}")
+            return getattr(owner, name)
         self.fail(f"bad function entry {enc!r}")
 
     def namedtuple(self, enc):
@@ -318,8 +390,11 @@ class _Reader:
             return self.member(body)[()]
         if tag == "$pickle":
             return self.unpickle(body)
-        if tag in ("$import", "$wrapped", "$partial"):
+        if tag in ("$import", "$wrapped", "$partial", "$rule", "$segment", "$method"):
             return self.function(enc)
+        if tag == "$tapespec":
+            fkey, name, paths = (self.value(x) for x in body)
+            return TapeSpec(fkey, name, paths)
         self.fail(f"unknown value tag {tag!r}")
 
 
