@@ -238,6 +238,11 @@ class Delayed:
         return _make_delayed(operator.getitem, (self, index), None, pure=False)
 
     # -- dask collection protocol: dask.compute(d) and dask.distributed work
+    @property
+    def dask(self):
+        """The graph in dask's format (what ``dask.delayed`` objects expose as ``.dask``)."""
+        return self.__dask_graph__()
+
     def __dask_graph__(self):
         from .schedulers.dask_graph import to_dask_graph
 
