@@ -18,6 +18,7 @@ import time
 from heapq import heapify, heappop, heappush
 
 from ..callbacks import active_callbacks
+from ..gcpause import gc_paused
 from ..graph import Literal, execute, postorder
 from .plan import Plan
 
@@ -63,12 +64,13 @@ def run_unit(tasks, results, timings=None):
 
 def run_sync(graph, keys, callbacks=()):
     """Run in the calling thread, in depth-first order; exceptions keep their traceback."""
-    order = postorder(graph, keys)
-    wanted = set(keys)
-    remaining = dict.fromkeys(order, 0)
-    for key in order:
-        for dep in graph[key].dependencies:
-            remaining[dep] += 1
+    with gc_paused():
+        order = postorder(graph, keys)
+        wanted = set(keys)
+        remaining = dict.fromkeys(order, 0)
+        for key in order:
+            for dep in graph[key].dependencies:
+                remaining[dep] += 1
     results = {}
     for cb in callbacks:
         cb._start(graph)
@@ -103,7 +105,8 @@ def run_sync(graph, keys, callbacks=()):
 
 def run_parallel(graph, keys, executor, callbacks=()):
     """Run ``graph`` with ``executor`` and return the values of ``keys`` in order."""
-    plan = Plan(graph, keys)
+    with gc_paused():
+        plan = Plan(graph, keys)
     units, unit_key, unit_inputs = plan.units, plan.unit_key, plan.unit_inputs
     consumers, refcount, waiting = plan.consumers, dict(plan.refcount), list(plan.waiting)
     results = dict(plan.values)
