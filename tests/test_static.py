@@ -61,9 +61,11 @@ def test_unfed_placeholder_in_a_dynamic_graph_is_a_clear_error():
         (x + 1).compute(scheduler="sync")
 
 
-def test_two_placeholders_with_one_name_are_an_error():
-    with pytest.raises(ValueError, match="share the key 'x'"):
-        tg.compile((tg.placeholder("x") + 1) * (tg.placeholder("x") - 1))
+def test_placeholders_sharing_a_name_are_one_input_if_declared_alike():
+    step = tg.compile((tg.placeholder("x", (2,)) + 1) * (tg.placeholder("x", (2,)) - 1))
+    np.testing.assert_array_equal(step(x=np.array([2, 3])), [3, 8])
+    with pytest.raises(tg.PlaceholderError, match="two placeholders named 'x' declare"):
+        tg.compile((tg.placeholder("x", (2,)) + 1) * (tg.placeholder("x", (3,)) - 1))
 
 
 # ---------------------------------------------------------------- compile

@@ -35,8 +35,7 @@ class Compiled:
         self._template = template
         self._keys = keys = list(found)
         self.source_graph = collect_graph(found.values())
-        self.placeholders = {k: t for k, t in self.source_graph.items()
-                             if type(t) is Placeholder}
+        self.placeholders = _placeholders(found.values())
         self.optimize = optimize
         self.graph = optimize_graph_(self.source_graph, keys, optimize, default=COMPILE_PASSES,
                                      scheduler=scheduler)
@@ -77,6 +76,30 @@ class Compiled:
     def __repr__(self):
         return (f"<Compiled: {len(self.source_graph)} tasks -> {len(self.graph)} after "
                 f"optimization, placeholders {list(self.placeholders)}>")
+
+
+def _placeholders(delayeds):
+    """name -> Placeholder for those the outputs need.
+
+    Two placeholders may share a name (the same input, declared twice) only
+    when they declare the same shape and dtype.
+    """
+    found = {}
+    seen = set()
+    stack = list(delayeds)
+    while stack:
+        d = stack.pop()
+        task = d._task
+        if type(task) is Placeholder:
+            first = found.setdefault(task.key, task)
+            if (first.shape, first.dtype) != (task.shape, task.dtype):
+                raise PlaceholderError(
+                    f"two placeholders named {task.key!r} declare different shapes or dtypes: "
+                    f"{first.shape}/{first.dtype} and {task.shape}/{task.dtype}")
+        elif d._key not in seen:
+            seen.add(d._key)
+            stack.extend(d._dependencies)
+    return found
 
 
 def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimize_graph=None):
