@@ -276,3 +276,12 @@ def test_sgd_with_grad_identical_in_dynamic_and_compiled_styles(scheduler):
         w_static = step(X=X, y=y, w=w_static)
     np.testing.assert_array_equal(w_static, w_dynamic)
     assert np.allclose(w_static, [1.0, -2.0, 0.5, 3.0], atol=0.15)
+
+
+def test_compiled_on_a_distributed_client(dask_client):
+    x, W, loss, h = model()
+    step = tg.compile([loss, h, *tg.grad(loss, [W])], scheduler=dask_client)
+    local = tg.compile([loss, h, *tg.grad(loss, [W])], scheduler="sync")
+    feeds = {"x": np.ones((2, 3)), "W": np.arange(6.0).reshape(3, 2) / 10}
+    for a, b in zip(step(**feeds), local(**feeds)):
+        np.testing.assert_array_equal(a, b)

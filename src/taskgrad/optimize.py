@@ -9,8 +9,9 @@ Passes (see ``taskgrad.passes``), in the order they run:
 - ``"fuse"``: turn linear chains into single tasks.
 
 ``passes`` selects them: ``True`` for the defaults of the context (``compute``
-runs only the cheap, always-useful ``cull`` and ``cse``: folding a dynamic
-graph would just compute it, and the scheduler already fuses chains into
+runs only ``cse``, which costs one look at the pure tasks when there is
+nothing to merge: the graph is already culled when collected, folding a
+dynamic graph would just compute it, and the scheduler already runs chains as
 units; ``compile`` runs them all since it pays once), ``False``/``None`` for
 none, a collection of names, or a dict ``{name: bool}`` overriding the
 defaults.  Every selection gives the same results.
@@ -22,15 +23,15 @@ from its tape instead of running twice) changes no result and always runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 
 from .autodiff.fuse_tape import fuse_tapes
+from .gcpause import gc_paused
 from .passes import cse, cull, fold_constants, fuse, inline
 
 __all__ = ["PASSES", "COMPUTE_PASSES", "COMPILE_PASSES", "optimize", "select_passes"]
 
 PASSES = ("cull", "cse", "fold", "inline", "fuse")
-COMPUTE_PASSES = ("cull", "cse")
+COMPUTE_PASSES = ("cse",)
 COMPILE_PASSES = PASSES
 
 
@@ -67,8 +68,11 @@ def optimize(graph, keys, passes=True, *, default=COMPUTE_PASSES, scheduler="syn
     """
     keys = list(keys)
     graph = fuse_tapes(graph)
-    steps = {"cull": cull, "cse": cse, "fold": partial(fold_constants, scheduler=scheduler),
-             "inline": inline, "fuse": fuse}
+    steps = {"cull": cull, "cse": cse, "inline": inline, "fuse": fuse}
     for name in select_passes(passes, default):
-        graph = steps[name](graph, keys)
+        if name == "fold":  # runs user code: with the garbage collector as usual
+            graph = fold_constants(graph, keys, scheduler=scheduler)
+            continue
+        with gc_paused():  # the other passes only build acyclic bookkeeping
+            graph = steps[name](graph, keys)
     return graph

@@ -9,6 +9,7 @@ call: placeholders are literal slots of the prepared plan.
 from __future__ import annotations
 
 from .delayed import collect_graph, unpack_delayed
+from .gcpause import gc_paused
 from .graph import Literal, materialize
 from .optimize import COMPILE_PASSES, optimize as optimize_graph_
 from .placeholder import Placeholder, PlaceholderError
@@ -34,14 +35,16 @@ class Compiled:
                             f"got {outputs!r}")
         self._template = template
         self._keys = keys = list(found)
-        self.source_graph = collect_graph(found.values())
-        self.placeholders = _placeholders(found.values())
+        with gc_paused():
+            self.source_graph = collect_graph(found.values())
+            self.placeholders = _placeholders(found.values())
         self.optimize = optimize
         self.graph = optimize_graph_(self.source_graph, keys, optimize, default=COMPILE_PASSES,
                                      scheduler=scheduler)
         slots = {k: (Literal(k, None) if type(t) is Placeholder else t)
                  for k, t in self.graph.items()}
-        self._run = PreparedRun(slots, keys, scheduler=scheduler, num_workers=num_workers)
+        with gc_paused():
+            self._run = PreparedRun(slots, keys, scheduler=scheduler, num_workers=num_workers)
 
     @property
     def scheduler(self):

@@ -39,8 +39,29 @@ def _signature(task):
     return (task.func, tuple(_freeze(a) for a in task.args), frozen_kwargs)
 
 
+def _has_duplicates(graph):
+    """Whether two pure tasks have equal signatures as written.
+
+    The first merge in dependency order compares tasks whose inputs were not
+    renamed, so without such a pair nothing merges: most graphs skip the walk.
+    """
+    seen = set()
+    for task in graph.values():
+        if task.pure and not is_leaf(task):
+            try:
+                sig = _signature(task)
+                if sig in seen:
+                    return True
+                seen.add(sig)
+            except TypeError:
+                continue
+    return False
+
+
 def cse(graph, keys):
     """Merge duplicate pure tasks, keeping every key in ``keys``."""
+    if not _has_duplicates(graph):
+        return graph
     wanted = set(keys)
     merged = {}  # duplicate key -> the key that stays
     seen = {}  # signature -> key
