@@ -72,18 +72,22 @@ def test_checkpoint_keeps_fewer_activations():
     def peak(every):
         x, Ws = leaves(xv, Wv)
         loss = chain(x, Ws, every) if every else _per_layer(x, Ws)
-        outs = [loss, *tg.grad(loss, Ws)]
-        tracemalloc.start()
-        try:
-            tg.compute(*outs, scheduler="sync")
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return traced_peak(tg.compute, loss, *tg.grad(loss, Ws), scheduler="sync")
 
     activation = 2048 * 16 * 8
     unchecked, checked = peak(0), peak(4)
     assert unchecked > 20 * activation  # all layers' activations held for the backward pass
     assert checked < 0.6 * unchecked
+
+
+def traced_peak(fn, *args, **kwargs):
+    """The peak of traced memory (NumPy buffers included) while ``fn`` runs."""
+    tracemalloc.start()
+    try:
+        fn(*args, **kwargs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _per_layer(x, Ws):
