@@ -8,7 +8,7 @@ fed ones and goes through the units: no graph walking per call.
 
 from __future__ import annotations
 
-from ..graph import Literal
+from ..graph import Literal, execute
 from . import executor_for, resolve
 from .distributed import run_distributed
 from .local import TaskFailed, active, add_task_note, run_parallel, run_unit
@@ -40,6 +40,14 @@ class PreparedRun:
                     done.append(key)
             release.append(tuple(done))
         self.release = release
+        # the same as one flat list: each task, then the keys that die after it
+        # (inside a unit, the predecessor; after its last task, the unit's inputs)
+        steps = []
+        for unit, dead in zip(plan.units, release):
+            for i, task in enumerate(unit):
+                after = (unit[i - 1].key,) if i else ()
+                steps.append((task, after + dead if i == len(unit) - 1 else after))
+        self.steps = steps
 
     def __call__(self, values, callbacks=None):
         """Run with ``values`` for some literal slots; return the values of ``keys``."""
@@ -49,9 +57,25 @@ class PreparedRun:
             return run_distributed(graph, self.keys, self.scheduler)
         callbacks = active(callbacks)
         if self.kind == "sync":
-            return self._run_here(values, callbacks)
+            if callbacks:
+                return self._run_here(values, callbacks)
+            return self._run_fast(values)
         return run_parallel(self.graph, self.keys, executor_for(self.kind, self.num_workers),
                             callbacks, plan=self.plan, values=values)
+
+    def _run_fast(self, values):
+        """The in-thread loop without callbacks: one flat pass over the steps."""
+        results = dict(self.plan.values)
+        results.update(values)
+        task = None
+        try:
+            for task, dead in self.steps:
+                results[task.key] = execute(task, results)
+                for key in dead:
+                    del results[key]
+        except BaseException as exc:
+            raise add_task_note(exc, task.key)
+        return [results[k] for k in self.keys]
 
     def _run_here(self, values, callbacks):
         plan = self.plan
