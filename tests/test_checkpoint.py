@@ -135,3 +135,12 @@ def test_checkpointed_block_without_a_rule_names_the_operation():
     assert np.isclose(loss.compute(), 3.0)
     with pytest.raises(TypeError, match="eigvalsh"):
         tg.grad(loss, x).compute(scheduler="sync")
+
+
+def test_second_order_through_a_checkpoint_is_a_clear_error():
+    x = tg.delayed(np.ones(3), name="x")
+    y = tnp.sum(tg.checkpoint(np.sin)(x))
+    g = tg.grad(y, x)
+    np.testing.assert_array_equal(g.compute(), np.cos(np.ones(3)))
+    with pytest.raises(NotImplementedError, match="gradients of gradients through a tg.checkpoint"):
+        tg.grad(tnp.sum(g), x).compute(scheduler="sync")

@@ -54,6 +54,10 @@ class Cotangents:
 
 
 def _take(pos, g):
+    if type(g) is not Cotangents:  # a traced value: someone differentiates the backward pass
+        raise NotImplementedError(
+            "gradients of gradients through a tg.checkpoint block are not supported; "
+            "use tg.delayed(fn) for the block instead")
     return g.take(pos)
 
 
