@@ -204,7 +204,7 @@ def test_cse_compares_arrays_by_identity():
     assert "b" not in out and "c" in out
 
 
-def test_compute_runs_cse_by_default():
+def test_compute_runs_cse_when_asked():
     calls = []
 
     def f(x, y):
@@ -215,13 +215,13 @@ def test_compute_runs_cse_by_default():
     # same pure function and inputs under two names: two keys, one computation
     first, second = tg.delayed(f, pure=True, name="p")(a, 1), tg.delayed(f, pure=True, name="q")(a, 1)
     assert first.key != second.key
-    assert tg.compute(first + second, scheduler="sync") == (4,)
+    assert tg.compute(first + second, scheduler="sync", optimize_graph=["cse"]) == (4,)
     assert len(calls) == 1
     # impure calls always run, each of them
     u, v = tg.delayed(f)(a, 2), tg.delayed(f)(a, 2)
-    assert tg.compute(u, v, scheduler="sync") == (3, 3)
+    assert tg.compute(u, v, scheduler="sync", optimize_graph=["cse"]) == (3, 3)
     assert len(calls) == 3
-    assert tg.compute(first + second, scheduler="sync", optimize_graph=False) == (4,)
+    assert tg.compute(first + second, scheduler="sync") == (4,)  # default: no passes
     assert len(calls) == 5
 
 
@@ -353,7 +353,8 @@ def test_select_passes():
     assert select_passes(True) == COMPUTE_PASSES
     assert select_passes(False) == () and select_passes(None) == ()
     assert select_passes({"fuse": True, "cse": False}) == ("fuse",)
-    assert select_passes({"cull": True}) == ("cull", "cse")
+    assert select_passes({"cull": True}) == ("cull",)
+    assert select_passes({"fold": False}, default=PASSES) == ("cull", "cse", "inline", "fuse")
     assert select_passes(["fuse", "cse"]) == ("cse", "fuse")
     assert select_passes("fold") == ("fold",)
     with pytest.raises(ValueError, match="unknown optimization pass.*'fusion'"):

@@ -8,13 +8,15 @@ Passes (see ``taskgrad.passes``), in the order they run:
 - ``"inline"``: move literals and cheap tasks into the tasks that read them;
 - ``"fuse"``: turn linear chains into single tasks.
 
-``passes`` selects them: ``True`` for the defaults of the context (``compute``
-runs only ``cse``, which costs one look at the pure tasks when there is
-nothing to merge: the graph is already culled when collected, folding a
-dynamic graph would just compute it, and the scheduler already runs chains as
-units; ``compile`` runs them all since it pays once), ``False``/``None`` for
-none, a collection of names, or a dict ``{name: bool}`` overriding the
-defaults.  Every selection gives the same results.
+``passes`` selects them: ``True`` for the defaults of the context, ``False``/
+``None`` for none, a collection of names, or a dict ``{name: bool}``
+overriding the defaults.  Every selection gives the same results.  ``compile``
+runs them all by default: it pays once for many runs.  ``compute`` runs none
+by default, since it would pay at every call for little: the graph is culled
+when collected, folding a dynamic graph would just compute it, the scheduler
+already runs chains as units, and even ``cse`` costs a look at every pure
+task's arguments (a tenth of a small training step); ask for it with
+``compute(..., optimize_graph=["cse"])``.
 
 Tape fusion (``autodiff/fuse_tape.py``: a traced forward task reads its value
 from its tape instead of running twice) changes no result and always runs.
@@ -31,7 +33,7 @@ from .passes import cse, cull, fold_constants, fuse, inline
 __all__ = ["PASSES", "COMPUTE_PASSES", "COMPILE_PASSES", "optimize", "select_passes"]
 
 PASSES = ("cull", "cse", "fold", "inline", "fuse")
-COMPUTE_PASSES = ("cse",)
+COMPUTE_PASSES = ()
 COMPILE_PASSES = PASSES
 
 
