@@ -24,8 +24,14 @@ def _dtype_of(x):
     return x.dtype if hasattr(x, "dtype") else np.result_type(x)
 
 
+_ndarray = np.ndarray
+
+
 def unbroadcast(x, g):
     """Sum ``g`` over the axes broadcasting added to ``x``; cast to ``x``'s float dtype."""
+    if type(g) is _ndarray and type(x) is _ndarray and g.shape == x.shape \
+            and g.dtype == x.dtype:
+        return g  # the common case, kept cheap: backward tasks call this per argument
     shape = np.shape(x)
     gshape = np.shape(g)
     if gshape != shape:
@@ -45,9 +51,18 @@ def _replace_zero(x, value):
     return np.where(x, x, value)
 
 
-def _balanced_eq(x, z, y):
-    """1 where ``x`` gave the result ``z``, 1/2 where ``x`` and ``y`` tied."""
-    return np.where(x == z, np.where(x == y, 0.5, 1.0), 0.0)
+def _chosen(g, x, z, y):
+    """``g`` where ``x`` gave the result ``z`` of maximum/minimum, half of it at ties.
+
+    Multiplying by the boolean mask keeps ``g``'s dtype; ties are rare, so the
+    halving pass runs only when there is one.
+    """
+    chosen = x == z
+    out = g * chosen
+    ties = chosen & (x == y)
+    if ties.any():
+        out = out * np.where(ties, 0.5, 1.0).astype(_dtype_of(out))
+    return out
 
 
 def _power_exponent(y):
@@ -128,6 +143,8 @@ def _matmul_rules():
 
     def da(ans, a, b):
         def vjp(g):
+            if type(a) is _ndarray and type(b) is _ndarray and a.ndim == 2 and b.ndim == 2:
+                return unbroadcast(a, g @ b.T)
             if np.ndim(a) == 0 or np.ndim(b) == 0:
                 return unbroadcast(a, g * b)
             a2, b2, g2 = promote(a, b, g)
@@ -139,6 +156,8 @@ def _matmul_rules():
 
     def db(ans, a, b):
         def vjp(g):
+            if type(a) is _ndarray and type(b) is _ndarray and a.ndim == 2 and b.ndim == 2:
+                return unbroadcast(b, a.T @ g)
             if np.ndim(a) == 0 or np.ndim(b) == 0:
                 return unbroadcast(b, g * a)
             a2, b2, g2 = promote(a, b, g)
@@ -283,10 +302,9 @@ defvjp(np.power,
        lambda ans, x, y: lambda g: unbroadcast(y, g * np.log(_replace_zero(x, 1.0)) * ans))
 defvjp(np.mod, lambda ans, x, y: lambda g: unbroadcast(x, g),
        lambda ans, x, y: lambda g: unbroadcast(y, -g * np.floor(x / y)))
-defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
-       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
-defvjp(np.minimum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
-       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
+defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, _chosen(g, x, ans, y)),
+       lambda ans, x, y: lambda g: unbroadcast(y, _chosen(g, y, ans, x)))
+copy_rules(np.minimum, np.maximum)
 defvjp(np.where, None,
        lambda ans, c, x, y: lambda g: unbroadcast(x, np.where(c, g, 0.0)),
        lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))

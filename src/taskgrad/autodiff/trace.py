@@ -323,11 +323,19 @@ def trace_call(name, func, paths, args, kwargs):
     differentiated argument.  ``name`` names the function in error messages.
     """
     trace = Trace()
-    call = (tuple(args), dict(kwargs or {}))
+    args = list(args)
+    kwargs = dict(kwargs or {})
+    call = (args, kwargs)
     inputs = []
     for places in paths:
         idx = []
         for path in places:
+            if len(path) == 2:  # a top-level argument: no container to rebuild
+                where = call[path[0]]
+                box = where[path[1]] = trace.new_input(where[path[1]])
+                idx.append(box._index)
+                continue
+
             def make(leaf, idx=idx):
                 box = trace.new_input(leaf)
                 idx.append(box._index)
