@@ -19,7 +19,7 @@ def client():
     for name in (__name__, "test_autodiff_mlp"):
         cloudpickle.register_pickle_by_value(sys.modules[name])
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     c = distributed.Client(cluster)
     yield c
     c.close()
