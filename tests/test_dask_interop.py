@@ -76,3 +76,8 @@ def test_distributed_error_keeps_type_and_names_task(dask_client):
 def test_distributed_persist(dask_client):
     (p,) = tg.persist(add(inc(1), 1), scheduler=dask_client)
     assert p.compute(scheduler="sync") == 3
+
+
+def test_dask_persist_with_a_default_distributed_client(dask_client):
+    (p,) = dask.persist(add(inc(1), 1), scheduler=dask_client)
+    assert p.compute(scheduler="sync") == 3
