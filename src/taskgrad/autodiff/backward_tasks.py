@@ -19,7 +19,7 @@ __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "r
            "sum_cotangents", "ones_for", "zeros_for"]
 
 
-def rule_vjp(positions, g, ans, args, kwargs):
+def rule_vjp(positions, kwargs, g, ans, *args):
     """The cotangent of one dependency of a call ``f(*args, **kwargs)`` (value ``ans``).
 
     ``positions`` lists ``(rule, argument position, index in a sequence
@@ -54,7 +54,7 @@ class TapeSpec:
         return f"TapeSpec({self.fkey!r})"
 
 
-def trace_forward(spec, func, args, kwargs):
+def trace_forward(spec, func, kwargs, *args):
     """Run ``func`` once under tracing: its value and the tape of how it was made."""
     return trace_call(f"{spec.name!r} (task {spec.fkey!r})", func, spec.paths, args, kwargs)
 
@@ -70,9 +70,9 @@ def tape_vjp(tape, g):
     return cots[0] if len(cots) == 1 else tuple(cots)
 
 
-def retrace_vjp(spec, func, g, args, kwargs):
+def retrace_vjp(spec, func, kwargs, g, *args):
     """``tape_vjp`` as a function of the forward arguments: what higher order differentiates."""
-    return tape_vjp(trace_forward(spec, func, args, kwargs), g)
+    return tape_vjp(trace_forward(spec, func, kwargs, *args), g)
 
 
 def sum_cotangents(*gs):

@@ -81,7 +81,7 @@ def _collect(root):
 
 
 def _view(d, nodes):
-    """``(func, args, kwargs, dependency keys)`` to differentiate for node ``d``.
+    """``(func, args, kwargs, dependency keys, fill plan)`` to differentiate for node ``d``.
 
     A ``tape_vjp`` task reads an opaque tape; to differentiate it we look at
     what it computes, ``retrace_vjp`` of the traced function's arguments.
@@ -90,8 +90,8 @@ def _view(d, nodes):
     if task.func is tape_vjp:
         tape, g = task.args
         t = nodes[tape.key]._task
-        spec, func, args, kwargs = t.args
-        return retrace_vjp, (spec, func, Ref(g.key), args, kwargs), None, \
+        spec, func, kwargs, *args = t.args
+        return retrace_vjp, (spec, func, kwargs, Ref(g.key), *args), None, \
             (g.key, *t.dependencies), None
     return task.func, task.args, task.kwargs, task.dependencies, task._refs
 
@@ -179,10 +179,13 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _templates(args, kwargs):
-    """The forward call's arguments as two templates a backward task can read."""
-    kw = Pack(dict, tuple(kwargs.items())) if kwargs else {}
-    return Pack(tuple, tuple(args)), kw
+def _kwargs_template(kwargs):
+    """The forward call's keywords as one argument a backward task can read."""
+    if not kwargs:
+        return {}
+    if any(type(v) in (Ref, Pack) for v in kwargs.values()):
+        return Pack(dict, tuple(kwargs.items()))
+    return dict(kwargs)
 
 
 def _dep_delayeds(keys, nodes):
@@ -193,7 +196,7 @@ def _rule_edges(key, nodes, view, live, g, tok):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules."""
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
-    args_t, kwargs_t = _templates(args, kwargs)
+    kwargs_t = _kwargs_template(kwargs)
     reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
     edges = []
     for dep in live:
@@ -208,7 +211,7 @@ def _rule_edges(key, nodes, view, live, g, tok):
                 positions.append((rule, path[1], path[2] if len(path) == 3 else None))
         if positions:
             edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                         (tuple(positions), Ref(g._key), Ref(key), args_t, kwargs_t),
+                         (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args),
                          None, reads)
             edges.append((dep, edge))
     return edges
@@ -224,9 +227,9 @@ def _tape_edges(key, nodes, view, live, g, tok):
             raise TypeError(f"cannot differentiate {name} (task {key!r}) with respect to "
                             f"{dep!r}: it is passed inside a set")
     spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
-    args_t, kwargs_t = _templates(args, kwargs)
     which = ".".join(str(deps.index(dep)) for dep in live)
-    tape = _make(f"tape-{key}-{which}", trace_forward, (spec, func, args_t, kwargs_t), None,
+    tape = _make(f"tape-{key}-{which}", trace_forward,
+                 (spec, func, _kwargs_template(kwargs), *args), None,
                  _dep_delayeds(deps, nodes))
     back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
     if len(live) == 1:
