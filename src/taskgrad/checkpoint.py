@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from functools import partial
 
-from .autodiff.backward_tasks import TapeSpec, retrace_vjp
+from .autodiff.trace import backprop, trace_call
 from .autodiff.rules import defvjp, defvjp_argnum
 from .delayed import _make_delayed, funcname, unpack_delayed
 from .graph import materialize
@@ -82,8 +82,7 @@ class Segment:
         self.template = template
         self.keys = keys
         self.__name__ = f"checkpoint:{funcname(fn)}"
-        self.spec = TapeSpec(self.__name__, self.__name__,
-                             tuple(((0, i),) for i in range(len(keys))))
+        self.paths = tuple(((0, i),) for i in range(len(keys)))  # input i: positional arg i
         defvjp(self, self.vjp_rule)
 
     def apply(self, *inputs):
@@ -98,8 +97,8 @@ class Segment:
 
     def backward(self, packed, g):
         """Run the block again from its inputs under tracing, and walk the tape back."""
-        cots = retrace_vjp(self.spec, self.apply, g, packed, {})
-        return Cotangents(cots if len(self.keys) > 1 else (cots,))
+        tape = trace_call(repr(self.__name__), self.apply, self.paths, packed, {})
+        return Cotangents(backprop(tape, g))
 
     def __reduce__(self):
         return (Segment, (self.fn, self.template, self.keys))
