@@ -16,3 +16,9 @@ __all__ = [
 ]
 __all__ += ["Profiler", "ProgressBar", "visualize"]  # visualize and diagnostics
 __version__ = "0.1.0"
+
+# autodiff
+from . import numpy  # noqa: E402  (import taskgrad.numpy as tnp)
+from .autodiff import check_grads, defvjp, grad, vjp  # noqa: E402
+
+__all__ += ["check_grads", "defvjp", "grad", "numpy", "vjp"]

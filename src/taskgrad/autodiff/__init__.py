@@ -1,0 +1,15 @@
+"""Reverse-mode automatic differentiation of task graphs.
+
+``rules.py`` holds the VJP registry, ``numpy_vjps.py`` the rules of NumPy and
+of Python's operators, ``trace.py`` the tracer for plain-NumPy bodies,
+``grad.py`` the construction of the backward graph, ``backward_tasks.py`` the
+functions its tasks run, ``fuse_tape.py`` the rewrite that runs a traced
+forward once, and ``check.py`` finite-difference checking.
+"""
+
+from . import numpy_vjps  # noqa: F401  (registers the rules)
+from .check import check_grads
+from .grad import grad, vjp
+from .rules import MissingRuleError, defvjp
+
+__all__ = ["grad", "vjp", "defvjp", "check_grads", "MissingRuleError"]

@@ -1,0 +1,97 @@
+"""The functions that the tasks of a backward graph run.
+
+Each is a plain function of values, so backward tasks run on every scheduler
+(and pickle for processes and dask.distributed).  ``rule_vjp`` and the tape
+functions are written with NumPy, so a backward task can itself be traced and
+differentiated (gradients of gradients).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .rules import defvjp_argnum, nondifferentiable, rule_for
+from .trace import add_cotangents, backprop, trace_call
+
+__all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
+           "sum_cotangents", "ones_for", "zeros_for"]
+
+
+def rule_vjp(func, positions, g, ans, args, kwargs):
+    """The cotangent of one dependency of ``func(*args, **kwargs)`` (value ``ans``).
+
+    ``positions`` lists ``(argument position, index in a sequence argument or
+    None)`` for every place the dependency appears; their contributions add.
+    """
+    total = None
+    for pos, sub in positions:
+        c = rule_for(func, pos)(ans, *args, **kwargs)(g)
+        if sub is not None:
+            c = c[sub]
+        total = c if total is None else total + c
+    return total
+
+
+class TapeSpec:
+    """What a tape task traces: the forward key it stands for, a name, and the
+    places (in ``(args, kwargs)``) of each differentiated dependency."""
+
+    __slots__ = ("fkey", "name", "paths")
+
+    def __init__(self, fkey, name, paths):
+        self.fkey = fkey
+        self.name = name
+        self.paths = paths
+
+    def __reduce__(self):
+        return (TapeSpec, (self.fkey, self.name, self.paths))
+
+    def __repr__(self):
+        return f"TapeSpec({self.fkey!r})"
+
+
+def trace_forward(spec, func, args, kwargs):
+    """Run ``func`` once under tracing: its value and the tape of how it was made."""
+    return trace_call(f"{spec.name!r} (task {spec.fkey!r})", func, spec.paths, args, kwargs)
+
+
+def tape_value(tape):
+    """The forward value held by a tape (the rewrite's stand-in for the forward task)."""
+    return tape.value
+
+
+def tape_vjp(tape, g):
+    """Cotangents of the traced dependencies: one value, or a tuple when several."""
+    cots = backprop(tape, g)
+    return cots[0] if len(cots) == 1 else tuple(cots)
+
+
+def retrace_vjp(spec, func, g, args, kwargs):
+    """``tape_vjp`` as a function of the forward arguments: what higher order differentiates."""
+    return tape_vjp(trace_forward(spec, func, args, kwargs), g)
+
+
+def sum_cotangents(*gs):
+    """Sum contributions left to right: the order is fixed by the graph, not by timing."""
+    return functools.reduce(add_cotangents, gs)
+
+
+def ones_for(y, key):
+    """The seed cotangent of a scalar ``y``."""
+    if np.ndim(y) != 0:
+        raise ValueError(
+            f"tg.grad needs a scalar y, but the value of {key!r} has shape {np.shape(y)}; "
+            "use tg.vjp(y, wrt, cotangent) for a non-scalar output")
+    return np.ones_like(y)
+
+
+def zeros_for(x):
+    """The gradient of a ``wrt`` that ``y`` does not depend on."""
+    dtype = np.result_type(x)
+    return np.zeros(np.shape(x), dtype=dtype if dtype.kind in "fc" else np.float64)
+
+
+defvjp_argnum(sum_cotangents, lambda pos: lambda ans, *gs: lambda g: g)
+nondifferentiable(ones_for, zeros_for)

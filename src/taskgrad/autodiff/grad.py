@@ -1,0 +1,228 @@
+"""``grad`` and ``vjp``: the backward pass as a reversed task graph.
+
+The forward graph is walked once, dependencies first (the iterative
+``postorder``), to find the *active* nodes: those that depend on a ``wrt``.
+Then, in reverse order, each active node's cotangent becomes a Delayed:
+
+- the cotangent of a node read by several consumers is one ``sum_cotangents``
+  task adding the contributions in the reverse post-order of the consumers,
+  an order fixed by the graph, so every scheduler gives bit-identical sums;
+- a node whose function has VJP rules gets one ``rule_vjp`` task per active
+  dependency, reading the cotangent, the forward node (``ans``) and the
+  forward arguments: the forward tasks are reused, not rebuilt;
+- a node without rules (a plain-NumPy ``@tg.delayed`` function) gets a tape
+  task that runs the function once under tracing, and one ``tape_vjp`` task
+  that walks the tape back.  ``fuse_tape.fuse_tapes`` (called by
+  ``optimize``) then computes the forward node from the tape, so the
+  function runs once per ``compute``.
+
+Every task built here has ``role="backward"``.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from ..delayed import Delayed, funcname, new_token
+from ..graph import Pack, Ref, Task, postorder
+from .backward_tasks import (TapeSpec, ones_for, retrace_vjp, rule_vjp, sum_cotangents,
+                             tape_vjp, trace_forward, zeros_for)
+from .rules import has_rules, is_nondifferentiable, rule_for
+
+__all__ = ["grad", "vjp"]
+
+
+def grad(y, wrt):
+    """Gradient(s) of the scalar ``y`` with respect to ``wrt`` (a Delayed or a list/tuple).
+
+    Returns Delayed gradient(s) shaped like ``wrt``; nothing runs.
+    """
+    _check_delayed(y, "y")
+    tok = new_token()
+    seed = _make(f"seed-{y._key}-{tok}", ones_for, (Ref(y._key), y._key), None, (y,))
+    return _backward(y, wrt, seed, tok)
+
+
+def vjp(y, wrt, cotangent):
+    """``cotangent``-weighted gradient of a (possibly non-scalar) ``y`` w.r.t. ``wrt``."""
+    _check_delayed(y, "y")
+    tok = new_token()
+    if not isinstance(cotangent, Delayed):
+        key = f"cotangent-{tok}"
+        cotangent = _make(key, _identity, (cotangent,), None, ())
+    return _backward(y, wrt, cotangent, tok)
+
+
+def _identity(x):
+    return x
+
+
+def _check_delayed(obj, what):
+    if not isinstance(obj, Delayed):
+        raise TypeError(f"{what} must be a taskgrad Delayed, got {type(obj).__name__}")
+
+
+def _make(key, func, args, kwargs, deps):
+    task = Task(key, func, args, kwargs, dependencies=tuple(d._key for d in deps), pure=True,
+                role="backward")
+    return Delayed(key, task, tuple(deps))
+
+
+def _collect(root):
+    """key -> Delayed for everything ``root`` depends on (explicit stack)."""
+    nodes = {}
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        if d._key not in nodes:
+            nodes[d._key] = d
+            stack.extend(d._dependencies)
+    return nodes
+
+
+def _view(d, nodes):
+    """``(func, args, kwargs, dependency keys)`` to differentiate for node ``d``.
+
+    A ``tape_vjp`` task reads an opaque tape; to differentiate it we look at
+    what it computes, ``retrace_vjp`` of the traced function's arguments.
+    """
+    task = d._task
+    if task.func is tape_vjp:
+        tape, g = task.args
+        t = nodes[tape.key]._task
+        spec, func, args, kwargs = t.args
+        return retrace_vjp, (spec, func, Ref(g.key), args, kwargs), None, \
+            (g.key, *t.dependencies)
+    return task.func, task.args, task.kwargs, task.dependencies
+
+
+def _ref_paths(args, kwargs):
+    """key -> list of places ``(0, i, ...)`` / ``(1, name, ...)`` where a Ref appears."""
+    paths = {}
+    stack = [((0, i), a) for i, a in enumerate(args)]
+    stack += [((1, k), v) for k, v in (kwargs or {}).items()]
+    while stack:
+        path, t = stack.pop()
+        cls = type(t)
+        if cls is Ref:
+            paths.setdefault(t.key, []).append(path)
+        elif cls is Pack:
+            if t.kind is dict:
+                steps = [k for k, _ in t.items]
+                items = [v for _, v in t.items]
+            else:
+                steps = range(len(t.items))
+                items = t.items
+            unordered = path is None or t.kind in (set, frozenset)
+            stack.extend((None if unordered else path + (s,), v) for s, v in zip(steps, items))
+    return {k: sorted(p, key=repr) for k, p in paths.items()}
+
+
+def _backward(y, wrt, seed, tok):
+    single = isinstance(wrt, Delayed)
+    if not single and not isinstance(wrt, (list, tuple)):
+        raise TypeError(f"wrt must be a Delayed or a list/tuple of them, got {type(wrt).__name__}")
+    wrts = [wrt] if single else list(wrt)
+    for i, w in enumerate(wrts):
+        _check_delayed(w, f"wrt[{i}]")
+    targets = {w._key for w in wrts}
+
+    nodes = _collect(y)
+    order = postorder({k: d._task for k, d in nodes.items()}, [y._key])
+    views = {}
+    active = set()
+    for key in order:
+        view = views[key] = _view(nodes[key], nodes)
+        if key in targets or (not is_nondifferentiable(view[0])
+                              and any(dep in active for dep in view[3])):
+            active.add(key)
+
+    found = {}
+    cots = {y._key: [seed]} if y._key in active else {}
+    for key in reversed(order):
+        contribs = cots.pop(key, None)
+        if not contribs:
+            continue
+        if len(contribs) == 1:
+            g = contribs[0]
+        else:
+            g = _make(f"grad-{key}-{tok}", sum_cotangents, tuple(Ref(c._key) for c in contribs),
+                      None, contribs)
+        if key in targets:
+            found[key] = g
+        func, args, kwargs, deps = views[key]
+        live = [dep for dep in dict.fromkeys(deps) if dep in active]
+        if not live or is_nondifferentiable(func):
+            continue
+        builder = _rule_edges if has_rules(func) else _tape_edges
+        for dep, edge in builder(key, nodes, views[key], live, g, tok):
+            cots.setdefault(dep, []).append(edge)
+
+    grads = []
+    for w in wrts:
+        g = found.get(w._key)
+        if g is None:
+            g = _make(f"zeros-{w._key}-{tok}", zeros_for, (Ref(w._key),), None, (w,))
+        grads.append(g)
+    if single:
+        return grads[0]
+    return type(wrt)(grads) if isinstance(wrt, tuple) else grads
+
+
+def _templates(args, kwargs):
+    """The forward call's arguments as two templates a backward task can read."""
+    kw = Pack(dict, tuple(kwargs.items())) if kwargs else {}
+    return Pack(tuple, tuple(args)), kw
+
+
+def _dep_delayeds(keys, nodes):
+    return [nodes[k] for k in keys]
+
+
+def _rule_edges(key, nodes, view, live, g, tok):
+    """One ``rule_vjp`` task per active dependency of a node with VJP rules."""
+    func, args, kwargs, deps = view
+    paths = _ref_paths(args, kwargs)
+    args_t, kwargs_t = _templates(args, kwargs)
+    reads = [g, nodes[key], *_dep_delayeds(dict.fromkeys(deps), nodes)]
+    name = funcname(func)
+    for dep in live:
+        positions = []
+        for path in paths[dep]:
+            if path is None or path[0] == 1 or len(path) > 3:
+                raise TypeError(
+                    f"cannot differentiate {name} (task {key!r}) with respect to {dep!r}: "
+                    "VJP rules take positional arguments (or sequences of them) only")
+            if rule_for(func, path[1]) is not None:
+                positions.append((path[1], path[2] if len(path) == 3 else None))
+        if not positions:
+            continue
+        i = deps.index(dep)
+        edge = _make(f"vjp-{key}-{i}-{tok}", rule_vjp,
+                     (func, tuple(positions), Ref(g._key), Ref(key), args_t, kwargs_t),
+                     None, reads)
+        yield dep, edge
+
+
+def _tape_edges(key, nodes, view, live, g, tok):
+    """A tape task (the traced forward) and one ``tape_vjp`` task for a node without rules."""
+    func, args, kwargs, deps = view
+    paths = _ref_paths(args, kwargs)
+    name = funcname(func)
+    for dep in live:
+        if any(p is None for p in paths[dep]):
+            raise TypeError(f"cannot differentiate {name} (task {key!r}) with respect to "
+                            f"{dep!r}: it is passed inside a set")
+    spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
+    args_t, kwargs_t = _templates(args, kwargs)
+    which = ".".join(str(deps.index(dep)) for dep in live)
+    tape = _make(f"tape-{key}-{which}", trace_forward, (spec, func, args_t, kwargs_t), None,
+                 _dep_delayeds(dict.fromkeys(deps), nodes))
+    back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
+    if len(live) == 1:
+        yield live[0], back
+        return
+    for j, dep in enumerate(live):
+        i = deps.index(dep)
+        yield dep, _make(f"vjp-{key}-{i}-{tok}", operator.getitem, (Ref(back._key), j), None,
+                         (back,))

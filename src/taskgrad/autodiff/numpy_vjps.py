@@ -1,0 +1,332 @@
+"""VJP rules for NumPy primitives and Python operators, one ``defvjp`` line each.
+
+Modelled on HIPS autograd's ``numpy_vjps.py``.  Every rule is written with
+NumPy functions that themselves have rules, so the tracer can record a rule
+while it runs: that makes backward tasks differentiable (higher order).
+``unbroadcast`` undoes NumPy broadcasting, so a cotangent always has the shape
+(and the floating dtype) of the argument it belongs to.
+"""
+
+from __future__ import annotations
+
+import operator
+import string
+
+import numpy as np
+
+from .rules import copy_rules, defvjp, defvjp_argnum, nondifferentiable
+from .trace import astype, primitive
+
+
+# ---------------------------------------------------------------- helpers
+
+def _dtype_of(x):
+    return x.dtype if hasattr(x, "dtype") else np.result_type(x)
+
+
+def unbroadcast(x, g):
+    """Sum ``g`` over the axes broadcasting added to ``x``; cast to ``x``'s float dtype."""
+    shape = np.shape(x)
+    gshape = np.shape(g)
+    if gshape != shape:
+        extra = len(gshape) - len(shape)
+        if extra > 0:
+            g = np.sum(g, axis=tuple(range(extra)))
+        axes = tuple(i for i, n in enumerate(shape) if n == 1 and np.shape(g)[i] != 1)
+        if axes:
+            g = np.sum(g, axis=axes, keepdims=True)
+    dtype = _dtype_of(x)
+    if dtype.kind in "fc" and _dtype_of(g) != dtype:
+        g = astype(g, dtype)
+    return g
+
+
+def _replace_zero(x, value):
+    return np.where(x, x, value)
+
+
+def _balanced_eq(x, z, y):
+    """1 where ``x`` gave the result ``z``, 1/2 where ``x`` and ``y`` tied."""
+    return np.where(x == z, np.where(x == y, 0.5, 1.0), 0.0)
+
+
+def _power_exponent(y):
+    if isinstance(y, (int, float)):
+        return y - 1 if y != 0 else 1
+    return np.where(y, y - 1, 1)
+
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(a % ndim for a in axis)
+
+
+def _expand_reduced(g, x, axis, keepdims):
+    """``g`` of a reduction over ``axis``, broadcast back to the shape of ``x``."""
+    shape = np.shape(x)
+    if not keepdims:
+        axes = _normalize_axis(axis, len(shape))
+        if axes:
+            g = np.reshape(g, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return np.broadcast_to(g, shape)
+
+
+def _reduction_count(x, axis):
+    shape = np.shape(x)
+    count = 1
+    for a in _normalize_axis(axis, len(shape)):
+        count *= shape[a]
+    return count
+
+
+def _chooser(ans, x, axis=None, keepdims=False, **kwargs):
+    """Rule of max/min: the gradient goes to the chosen entries, split among ties."""
+    def vjp(g):
+        chosen = x == _expand_reduced(ans, x, axis, keepdims)
+        share = chosen / np.sum(chosen, axis=axis, keepdims=True)
+        return astype(_expand_reduced(g, x, axis, keepdims) * share, _dtype_of(x))
+    return vjp
+
+
+# ---------------------------------------------------------------- untake (for x[i])
+
+@primitive
+def untake(g, index, x):
+    """The cotangent of ``x[index]``: zeros of ``x``'s shape with ``g`` added at ``index``."""
+    out = np.zeros(np.shape(x), dtype=np.result_type(g))
+    np.add.at(out, index, g)
+    return out
+
+
+defvjp(untake, lambda ans, g, index, x: lambda h: h[index])
+
+
+def _getitem_rule(ans, x, index):
+    if isinstance(x, (tuple, list)):
+        if not isinstance(index, int):
+            raise TypeError(f"cannot differentiate indexing a {type(x).__name__} with {index!r}")
+        n = len(x)
+        return lambda g: tuple(g if j == index % n else None for j in range(n))
+    return lambda g: untake(g, index, x)
+
+
+# ---------------------------------------------------------------- matmul / dot / einsum
+
+def _matmul_rules():
+    def promote(a, b, g):
+        """View 1-d operands as matrices, as matmul does, and ``g`` to match."""
+        a2 = np.expand_dims(a, 0) if np.ndim(a) == 1 else a
+        b2 = np.expand_dims(b, -1) if np.ndim(b) == 1 else b
+        if np.ndim(a) == 1:
+            g = np.expand_dims(g, -2 if np.ndim(b) != 1 else -1)
+        if np.ndim(b) == 1:
+            g = np.expand_dims(g, -1)
+        return a2, b2, g
+
+    def da(ans, a, b):
+        def vjp(g):
+            if np.ndim(a) == 0 or np.ndim(b) == 0:
+                return unbroadcast(a, g * b)
+            a2, b2, g2 = promote(a, b, g)
+            d = g2 @ np.swapaxes(b2, -1, -2)
+            if np.ndim(a) == 1:
+                d = np.reshape(d, np.shape(d)[:-2] + np.shape(d)[-1:])
+            return unbroadcast(a, d)
+        return vjp
+
+    def db(ans, a, b):
+        def vjp(g):
+            if np.ndim(a) == 0 or np.ndim(b) == 0:
+                return unbroadcast(b, g * a)
+            a2, b2, g2 = promote(a, b, g)
+            d = np.swapaxes(a2, -1, -2) @ g2
+            if np.ndim(b) == 1:
+                d = np.reshape(d, np.shape(d)[:-1])
+            return unbroadcast(b, d)
+        return vjp
+
+    return da, db
+
+
+_matmul_da, _matmul_db = _matmul_rules()
+
+
+def _dot_rule(rule):
+    def checked(ans, a, b):
+        if np.ndim(a) > 2 or np.ndim(b) > 2:
+            raise NotImplementedError("gradient of numpy.dot for arrays of more than 2 "
+                                      "dimensions; use matmul or einsum")
+        return rule(ans, a, b)
+    return checked
+
+
+def _einsum_rule(argnum):
+    """Rule for operand ``argnum`` of ``einsum(subscripts, *operands)``."""
+    def rule(ans, subscripts, *operands, **kwargs):
+        if "..." in subscripts:
+            raise NotImplementedError("gradient of einsum with '...' subscripts")
+        spec = subscripts.replace(" ", "")
+        if "->" in spec:
+            inputs, output = spec.split("->")
+        else:
+            inputs = spec
+            letters = inputs.replace(",", "")
+            output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+        inputs = inputs.split(",")
+        k = argnum - 1
+        mine = inputs[k]
+        if len(set(mine)) != len(mine):
+            raise NotImplementedError("gradient of einsum with a repeated index in one operand")
+        others = [s for i, s in enumerate(inputs) if i != k]
+        other_ops = [op for i, op in enumerate(operands) if i != k]
+        known = set(output).union(*others) if others else set(output)
+        kept = "".join(c for c in mine if c in known)
+
+        def vjp(g):
+            d = np.einsum(",".join([output, *others]) + "->" + kept, g, *other_ops)
+            x = operands[k]
+            shape = np.shape(x)
+            if kept != mine:
+                d = np.reshape(d, tuple(n if c in kept else 1 for c, n in zip(mine, shape)))
+                d = np.broadcast_to(d, shape)
+            return unbroadcast(x, d)
+        return vjp
+    return rule
+
+
+def _einsum_vjp_maker(pos):
+    return None if pos == 0 else _einsum_rule(pos)
+
+
+# ---------------------------------------------------------------- shape ops
+
+def _transpose_rule(ans, x, axes=None):
+    if axes is None:
+        return lambda g: np.transpose(g)
+    return lambda g: np.transpose(g, np.argsort(axes))
+
+
+def _concatenate_rule(ans, arrays, axis=0, **kwargs):
+    def vjp(g):
+        ax = axis % np.ndim(g)
+        out = []
+        start = 0
+        for a in arrays:
+            n = np.shape(a)[ax]
+            index = (slice(None),) * ax + (slice(start, start + n),)
+            out.append(unbroadcast(a, g[index]))
+            start += n
+        return out
+    return vjp
+
+
+def _stack_rule(ans, arrays, axis=0, **kwargs):
+    def vjp(g):
+        ax = axis % np.ndim(g)
+        return [unbroadcast(a, g[(slice(None),) * ax + (i,)]) for i, a in enumerate(arrays)]
+    return vjp
+
+
+def _sum_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+    return lambda g: unbroadcast(x, _expand_reduced(g, x, axis, keepdims))
+
+
+def _mean_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+    count = _reduction_count(x, axis)
+    return lambda g: unbroadcast(x, _expand_reduced(g, x, axis, keepdims) / count)
+
+
+def _prod_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+    return lambda g: unbroadcast(
+        x, _expand_reduced(g, x, axis, keepdims) * _expand_reduced(ans, x, axis, keepdims) / x)
+
+
+def _clip_rule(ans, x, *bounds, **kwargs):
+    return lambda g: unbroadcast(x, np.where(ans == x, g, 0.0))
+
+
+# ---------------------------------------------------------------- the rules
+
+def _unary(func, derivative):
+    """Register ``func`` with the rule ``g * derivative(ans, x)``."""
+    defvjp(func, lambda ans, x: lambda g: unbroadcast(x, g * derivative(ans, x)))
+
+
+_unary(np.exp, lambda ans, x: ans)
+_unary(np.log, lambda ans, x: 1.0 / x)
+_unary(np.log1p, lambda ans, x: 1.0 / (1.0 + x))
+_unary(np.expm1, lambda ans, x: ans + 1.0)
+_unary(np.sqrt, lambda ans, x: 0.5 / ans)
+_unary(np.square, lambda ans, x: 2.0 * x)
+_unary(np.sin, lambda ans, x: np.cos(x))
+_unary(np.cos, lambda ans, x: -np.sin(x))
+_unary(np.tan, lambda ans, x: 1.0 / np.cos(x) ** 2)
+_unary(np.tanh, lambda ans, x: 1.0 - ans ** 2)
+_unary(np.arctan, lambda ans, x: 1.0 / (1.0 + x ** 2))
+_unary(np.abs, lambda ans, x: np.sign(x))
+
+defvjp(np.negative, lambda ans, x: lambda g: unbroadcast(x, -g))
+defvjp(np.positive, lambda ans, x: lambda g: unbroadcast(x, g))
+defvjp(np.add, lambda ans, x, y: lambda g: unbroadcast(x, g),
+       lambda ans, x, y: lambda g: unbroadcast(y, g))
+defvjp(np.subtract, lambda ans, x, y: lambda g: unbroadcast(x, g),
+       lambda ans, x, y: lambda g: unbroadcast(y, -g))
+defvjp(np.multiply, lambda ans, x, y: lambda g: unbroadcast(x, y * g),
+       lambda ans, x, y: lambda g: unbroadcast(y, x * g))
+defvjp(np.divide, lambda ans, x, y: lambda g: unbroadcast(x, g / y),
+       lambda ans, x, y: lambda g: unbroadcast(y, -g * x / y ** 2))
+defvjp(np.power,
+       lambda ans, x, y: lambda g: unbroadcast(x, g * y * x ** _power_exponent(y)),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * np.log(_replace_zero(x, 1.0)) * ans))
+defvjp(np.mod, lambda ans, x, y: lambda g: unbroadcast(x, g),
+       lambda ans, x, y: lambda g: unbroadcast(y, -g * np.floor(x / y)))
+defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
+defvjp(np.minimum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
+defvjp(np.where, None,
+       lambda ans, c, x, y: lambda g: unbroadcast(x, np.where(c, g, 0.0)),
+       lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))
+defvjp(np.clip, _clip_rule)
+defvjp(np.matmul, _matmul_da, _matmul_db)
+defvjp(np.dot, _dot_rule(_matmul_da), _dot_rule(_matmul_db))
+defvjp(np.outer, lambda ans, a, b: lambda g: np.reshape(g @ np.ravel(b), np.shape(a)),
+       lambda ans, a, b: lambda g: np.reshape(np.ravel(a) @ g, np.shape(b)))
+
+defvjp(np.sum, _sum_rule)
+defvjp(np.mean, _mean_rule)
+defvjp(np.prod, _prod_rule)
+for _f in (np.max, np.amax, np.min, np.amin):
+    defvjp(_f, _chooser)
+
+defvjp(np.reshape, lambda ans, x, *shape, **kw: lambda g: np.reshape(g, np.shape(x)))
+defvjp(np.ravel, lambda ans, x, *a, **kw: lambda g: np.reshape(g, np.shape(x)))
+defvjp(np.expand_dims, lambda ans, x, axis: lambda g: np.reshape(g, np.shape(x)))
+defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: np.reshape(g, np.shape(x)))
+defvjp(np.transpose, _transpose_rule)
+defvjp(np.swapaxes, lambda ans, x, a1, a2: lambda g: np.swapaxes(g, a1, a2))
+defvjp(np.broadcast_to, lambda ans, x, shape, **kw: lambda g: unbroadcast(x, g))
+defvjp(np.concatenate, _concatenate_rule)
+defvjp_argnum(np.einsum, _einsum_vjp_maker)
+defvjp(np.stack, _stack_rule)
+defvjp(operator.getitem, _getitem_rule)
+defvjp(astype, lambda ans, x, dtype: lambda g: astype(g, _dtype_of(x)))
+
+# Python operators (the tasks ``Delayed`` builds) share the ufuncs' rules
+for _op, _uf in [(operator.add, np.add), (operator.sub, np.subtract),
+                 (operator.mul, np.multiply), (operator.truediv, np.divide),
+                 (operator.pow, np.power), (operator.matmul, np.matmul),
+                 (operator.mod, np.mod), (operator.neg, np.negative),
+                 (operator.pos, np.positive), (operator.abs, np.abs)]:
+    copy_rules(_op, _uf)
+
+nondifferentiable(
+    np.sign, np.floor, np.ceil, np.round, np.rint, np.trunc, np.floor_divide,
+    np.zeros_like, np.ones_like, np.empty_like, np.full_like, np.shape, np.ndim, np.size,
+    np.result_type, np.argmax, np.argmin, np.argsort, np.nonzero, np.isfinite, np.isnan,
+    np.isinf, operator.floordiv, operator.lt, operator.le, operator.gt, operator.ge,
+    operator.eq, operator.ne,
+)

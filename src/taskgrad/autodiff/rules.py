@@ -1,0 +1,82 @@
+"""The registry of VJP rules: which functions taskgrad knows how to differentiate.
+
+A rule has HIPS autograd's form: ``rule(ans, *args, **kwargs)`` returns a
+function of the output cotangent ``g`` giving the cotangent of one positional
+argument.  The same registry serves the task-level backward pass (``grad.py``)
+and the op-level tracer (``trace.py``), so a NumPy function, its ``tnp``
+counterpart and the matching ``Delayed`` operator share one rule.
+"""
+
+from __future__ import annotations
+
+__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "rule_for", "has_rules",
+           "is_nondifferentiable", "MissingRuleError"]
+
+# func -> tuple of rules (one per positional argument, None = not differentiable),
+# or a callable ``pos -> rule or None`` for functions with any number of arguments
+_RULES = {}
+_NONDIFF = set()
+
+
+class MissingRuleError(TypeError):
+    """A traced function used an operation that has no VJP rule."""
+
+
+def _key(func):
+    """Register the raw function behind a ``tg.delayed`` wrapper."""
+    return getattr(func, "__wrapped__", func) if type(func).__name__ == "DelayedFunction" else func
+
+
+def defvjp(func, *rules):
+    """Register one VJP rule per positional argument of ``func`` (None: no gradient).
+
+    A registered rule wins over tracing.  Returns ``func`` so it can decorate.
+    """
+    if not rules:
+        raise TypeError(f"defvjp({func!r}) needs at least one rule")
+    for i, rule in enumerate(rules):
+        if rule is not None and not callable(rule):
+            raise TypeError(f"rule {i} for {func!r} must be callable or None, got {rule!r}")
+    func = _key(func)
+    _RULES[func] = tuple(rules)
+    _NONDIFF.discard(func)
+    return func
+
+
+def defvjp_argnum(func, maker):
+    """Register ``maker(pos)`` -> rule for argument ``pos`` (variadic functions)."""
+    _RULES[_key(func)] = maker
+    return func
+
+
+def copy_rules(dst, src):
+    """Give ``dst`` the rules of ``src`` (``operator.add`` shares ``numpy.add``'s)."""
+    _RULES[_key(dst)] = _RULES[_key(src)]
+
+
+def nondifferentiable(*funcs):
+    """Declare functions whose outputs carry no gradient (comparisons, ``zeros_like``)."""
+    for func in funcs:
+        _NONDIFF.add(_key(func))
+
+
+def has_rules(func):
+    try:
+        return func in _RULES
+    except TypeError:  # an unhashable callable cannot have been registered
+        return False
+
+
+def is_nondifferentiable(func):
+    try:
+        return func in _NONDIFF
+    except TypeError:
+        return False
+
+
+def rule_for(func, pos):
+    """The rule for positional argument ``pos`` of ``func``, or None."""
+    rules = _RULES[func]
+    if type(rules) is tuple:
+        return rules[pos] if pos < len(rules) else None
+    return rules(pos)

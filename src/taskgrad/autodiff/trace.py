@@ -1,0 +1,409 @@
+"""Op-level tracing of plain NumPy code, so ``@tg.delayed`` bodies are differentiable.
+
+Why: a function written with ``import numpy as np`` has no VJP rule of its
+own.  Running it on :class:`Box` values records every NumPy call it makes (the
+Box answers NumPy's ``__array_ufunc__`` / ``__array_function__`` protocols) on
+a tape; walking the tape backwards with the registered rules gives its VJP.
+
+Boxes nest: a Box of an inner trace may hold a Box of an outer one.  An
+operation unwraps only the innermost level and calls NumPy again, which hands
+the outer Boxes to their own trace.  The reverse pass of an inner trace is
+itself NumPy code, recorded by the outer trace: that is what makes gradients
+of gradients work.  A tape is a flat list of nodes pointing at their parents
+by index (no linked structure), so it pickles and walks without recursion.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+
+import numpy as np
+
+from .rules import MissingRuleError, has_rules, is_nondifferentiable, rule_for
+
+__all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
+
+_levels = itertools.count(1)
+
+
+class Trace:
+    """One tracing run: its nesting level and the nodes it recorded, in order.
+
+    A node is ``(func, args, kwargs, ans, parents)`` with ``parents`` a tuple of
+    ``(argument position, index inside a sequence argument or None, node index)``;
+    an input node has ``func`` None.
+    """
+
+    __slots__ = ("level", "nodes")
+
+    def __init__(self):
+        self.level = next(_levels)
+        self.nodes = []
+
+    def new_input(self, value):
+        self.nodes.append((None, None, None, value, ()))
+        return Box(value, self, len(self.nodes) - 1)
+
+
+def _is_float(value):
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return isinstance(value, (float, complex))
+    return dtype.kind in "fc"
+
+
+def _find_boxes(args):
+    """Boxes among the arguments, as ``(position, sub-index or None, box)``."""
+    found = []
+    for i, a in enumerate(args):
+        cls = type(a)
+        if cls is Box:
+            found.append((i, None, a))
+        elif cls is list or cls is tuple:
+            for j, b in enumerate(a):
+                if type(b) is Box:
+                    found.append((i, j, b))
+    return found
+
+
+def apply_primitive(func, args, kwargs, boxes=None):
+    """Run ``func`` on the innermost Boxes' values and record it on their trace."""
+    if boxes is None:
+        boxes = _find_boxes(args)
+    for v in kwargs.values():
+        if type(v) is Box:
+            raise MissingRuleError(
+                f"cannot differentiate {_opname(func)} with respect to a keyword argument")
+    trace = boxes[0][2]._trace
+    for _, _, b in boxes:
+        if b._trace.level > trace.level:
+            trace = b._trace
+    args = list(args)
+    parents = []
+    for i, j, b in boxes:
+        if b._trace is not trace:
+            continue
+        if j is None:
+            args[i] = b._value
+        else:
+            if type(args[i]) is not list:
+                args[i] = list(args[i])
+            args[i][j] = b._value
+        parents.append((i, j, b._index))
+    ans = func(*args, **kwargs)
+    if not _is_float(ans) or is_nondifferentiable(func):
+        return ans
+    if not has_rules(func):
+        raise MissingRuleError(_opname(func))
+    parents = tuple(p for p in parents if rule_for(func, p[0]) is not None)
+    if not parents:
+        return ans
+    nodes = trace.nodes
+    nodes.append((func, tuple(args), kwargs, ans, parents))
+    return Box(ans, trace, len(nodes) - 1)
+
+
+def _opname(func):
+    if isinstance(func, np.ufunc):
+        return f"numpy.{func.__name__}"
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    if module.startswith("numpy"):
+        return f"numpy.{name}"
+    return f"{module}.{name}" if module else name
+
+
+def primitive(func):
+    """Make a helper function traceable: called on Boxes, it is recorded as one op."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        boxes = _find_boxes(args)
+        if boxes:
+            return apply_primitive(wrapper, args, kwargs, boxes)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@primitive
+def astype(x, dtype):
+    """``x`` cast to ``dtype`` (a traceable ``ndarray.astype``)."""
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _method(func):
+    def method(self, *args, **kwargs):
+        return func(self, *args, **kwargs)
+    method.__name__ = func.__name__
+    return method
+
+
+def _reflected(func):
+    def method(self, other):
+        return func(other, self)
+    return method
+
+
+def _sum(self, axis=None, dtype=None, keepdims=False):
+    return np.sum(self, axis=axis, keepdims=keepdims) if dtype is None else \
+        np.sum(astype(self, dtype), axis=axis, keepdims=keepdims)
+
+
+class Box:
+    """A traced value: behaves like its array for NumPy code, records every op."""
+
+    __slots__ = ("_value", "_trace", "_index")
+    __array_priority__ = 100.0
+
+    def __init__(self, value, trace, index):
+        self._value = value
+        self._trace = trace
+        self._index = index
+
+    # -- NumPy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__" or "out" in kwargs:
+            op = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+            raise MissingRuleError(op + (" with out=" if "out" in kwargs else ""))
+        return apply_primitive(ufunc, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return apply_primitive(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise MissingRuleError("numpy.asarray (conversion of a traced value to a plain array)")
+
+    # -- array attributes
+    shape = property(lambda self: np.shape(_base(self)))
+    ndim = property(lambda self: np.ndim(_base(self)))
+    size = property(lambda self: np.size(_base(self)))
+    dtype = property(lambda self: np.result_type(_base(self)))
+    T = property(lambda self: np.transpose(self))
+
+    def __len__(self):
+        return len(_base(self))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        return bool(_base(self))
+
+    def __float__(self):
+        raise MissingRuleError("float() (conversion of a traced value to a Python float)")
+
+    def __repr__(self):
+        return f"Box({_base(self)!r})"
+
+    def __getitem__(self, index):
+        return apply_primitive(operator.getitem, (self, index), {})
+
+    # -- methods
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return np.reshape(self, shape, order=order)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return np.transpose(self, axes or None)
+
+    def astype(self, dtype, copy=True):
+        return astype(self, dtype)
+
+    def ravel(self):
+        return np.reshape(self, -1)
+
+    flatten = ravel
+    sum = _sum
+    mean = _method(np.mean)
+    max = _method(np.max)
+    min = _method(np.min)
+    prod = _method(np.prod)
+    dot = _method(np.dot)
+    squeeze = _method(np.squeeze)
+    swapaxes = _method(np.swapaxes)
+    clip = _method(np.clip)
+
+    # -- operators: the NumPy ufuncs, so they share the ufuncs' rules
+    __add__ = _method(np.add)
+    __radd__ = _reflected(np.add)
+    __sub__ = _method(np.subtract)
+    __rsub__ = _reflected(np.subtract)
+    __mul__ = _method(np.multiply)
+    __rmul__ = _reflected(np.multiply)
+    __truediv__ = _method(np.divide)
+    __rtruediv__ = _reflected(np.divide)
+    __pow__ = _method(np.power)
+    __rpow__ = _reflected(np.power)
+    __matmul__ = _method(np.matmul)
+    __rmatmul__ = _reflected(np.matmul)
+    __mod__ = _method(np.mod)
+    __rmod__ = _reflected(np.mod)
+    __floordiv__ = _method(np.floor_divide)
+    __rfloordiv__ = _reflected(np.floor_divide)
+    __neg__ = _method(np.negative)
+    __pos__ = _method(np.positive)
+    __abs__ = _method(np.abs)
+    __lt__ = _method(np.less)
+    __le__ = _method(np.less_equal)
+    __gt__ = _method(np.greater)
+    __ge__ = _method(np.greater_equal)
+    __eq__ = _method(np.equal)
+    __ne__ = _method(np.not_equal)
+    __hash__ = None
+
+
+def _base(value):
+    """The plain value under any number of Box levels."""
+    while type(value) is Box:
+        value = value._value
+    return value
+
+
+# ---------------------------------------------------------------- tapes
+
+class Tape:
+    """A traced call: its value, its nodes, and where its inputs and outputs sit.
+
+    ``outputs`` mirrors ``value``: a node index, None (a constant), or a tuple
+    of those for a tuple/list value.  ``inputs[j]`` lists the input nodes of
+    the j-th differentiated argument (an argument may appear several times).
+    """
+
+    __slots__ = ("value", "nodes", "outputs", "inputs")
+
+    def __init__(self, value, nodes, outputs, inputs):
+        self.value = value
+        self.nodes = nodes
+        self.outputs = outputs
+        self.inputs = inputs
+
+    def __getstate__(self):
+        return (self.value, self.nodes, self.outputs, self.inputs)
+
+    def __setstate__(self, state):
+        self.value, self.nodes, self.outputs, self.inputs = state
+
+
+def _replace_at(obj, path, make):
+    """A copy of the nested container ``obj`` with ``make(leaf)`` at ``path``.
+
+    Recurses on the nesting of user containers only (a path is a few steps).
+    """
+    if not path:
+        return make(obj)
+    head, rest = path[0], path[1:]
+    if isinstance(obj, dict):
+        new = dict(obj)
+        new[head] = _replace_at(obj[head], rest, make)
+        return new
+    if isinstance(obj, (list, tuple)):
+        items = list(obj)
+        items[head] = _replace_at(obj[head], rest, make)
+        if type(obj) is list:
+            return items
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    raise TypeError(f"cannot trace an argument inside a {type(obj).__name__}")
+
+
+def trace_call(name, func, paths, args, kwargs):
+    """Call ``func(*args, **kwargs)`` with Boxes at ``paths`` and return its Tape.
+
+    ``paths[j]`` lists the places (in ``(args, kwargs)``) of the j-th
+    differentiated argument.  ``name`` names the function in error messages.
+    """
+    trace = Trace()
+    call = (tuple(args), dict(kwargs or {}))
+    inputs = []
+    for places in paths:
+        idx = []
+        for path in places:
+            def make(leaf, idx=idx):
+                box = trace.new_input(leaf)
+                idx.append(box._index)
+                return box
+            call = _replace_at(call, path, make)
+        inputs.append(tuple(idx))
+    try:
+        out = func(*call[0], **call[1])
+    except MissingRuleError as exc:
+        if getattr(exc, "taskgrad_named", False):
+            raise
+        err = MissingRuleError(
+            f"cannot differentiate {name}: it applies {exc.args[0]} to a traced value, and "
+            f"that operation has no VJP rule; register one with tg.defvjp(...) or give "
+            f"the function a rule with @tg.delayed(vjp=...)")
+        err.taskgrad_named = True
+        raise err from None
+    value, outputs = _unbox_output(out, trace)
+    return Tape(value, trace.nodes, outputs, inputs)
+
+
+def _unbox_output(out, trace):
+    if type(out) is Box and out._trace is trace:
+        return out._value, out._index
+    if type(out) in (tuple, list):
+        pairs = [_unbox_output(o, trace) for o in out]
+        return type(out)(p[0] for p in pairs), tuple(p[1] for p in pairs)
+    return out, None
+
+
+def add_cotangents(a, b):
+    """``a + b`` for cotangents, where None is zero and tuples add item by item."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if type(a) is tuple:
+        return tuple(add_cotangents(x, y) for x, y in zip(a, b))
+    return a + b
+
+
+def _seed(grads, outputs, g):
+    if outputs is None or g is None:
+        return
+    if type(outputs) is tuple:
+        for o, gi in zip(outputs, g):
+            _seed(grads, o, gi)
+        return
+    grads[outputs] = add_cotangents(grads.get(outputs), g)
+
+
+def backprop(tape, g):
+    """The cotangents of a tape's differentiated arguments, given the output's ``g``.
+
+    Walks the nodes once, last first; contributions to a node are summed in
+    the tape's order, so the result does not depend on any scheduling.
+    """
+    nodes = tape.nodes
+    grads = {}
+    _seed(grads, tape.outputs, g)
+    for i in range(len(nodes) - 1, -1, -1):
+        func, args, kwargs, ans, parents = nodes[i]
+        if func is None:
+            continue
+        gi = grads.pop(i, None)
+        if gi is None:
+            continue
+        for pos, sub, parent in parents:
+            c = rule_for(func, pos)(ans, *args, **kwargs)(gi)
+            if sub is not None:
+                c = c[sub]
+            prev = grads.get(parent)
+            grads[parent] = c if prev is None else prev + c
+    cotangents = []
+    for idx in tape.inputs:
+        total = None
+        for i in idx:
+            c = grads.get(i)
+            if c is not None:
+                total = c if total is None else total + c
+        if total is None:
+            total = np.zeros_like(nodes[idx[0]][3])
+        cotangents.append(total)
+    return cotangents

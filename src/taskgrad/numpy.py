@@ -1,0 +1,41 @@
+"""``taskgrad.numpy`` (``import taskgrad.numpy as tnp``): lazy, differentiable NumPy.
+
+Each call builds one task whose function *is* the NumPy function, so the VJP
+rule that ``grad`` uses for ``tnp.exp`` is the one the tracer uses for
+``np.exp`` inside a plain-NumPy ``@tg.delayed`` function.  Arguments may be
+Delayeds, arrays, Python scalars, or lists of them (``concatenate``, ``stack``).
+"""
+
+from __future__ import annotations
+
+import numpy as _np
+
+from .delayed import _make_delayed
+
+newaxis = None
+pi = _np.pi
+e = _np.e
+
+
+def _lazy(func, name):
+    def call(*args, **kwargs):
+        return _make_delayed(func, args, kwargs, prefix=name)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"Lazy ``numpy.{name}``: one differentiable task (nothing runs yet)."
+    return call
+
+
+_NAMES = [
+    "add", "subtract", "multiply", "divide", "true_divide", "negative", "power", "square",
+    "sqrt", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "arctan", "abs",
+    "absolute", "sign", "maximum", "minimum", "where", "clip", "dot", "matmul", "outer",
+    "einsum", "sum", "mean", "max", "min", "amax", "amin", "prod", "reshape", "ravel",
+    "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack",
+    "zeros_like", "ones_like",
+]
+
+for _name in _NAMES:
+    globals()[_name] = _lazy(getattr(_np, _name), _name)
+
+__all__ = ["newaxis", "pi", "e", *_NAMES]
