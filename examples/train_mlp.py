@@ -2,7 +2,8 @@
 
     python examples/train_mlp.py [--out DIR] [--epochs N] [--shards K] [--scheduler S]
 
-Two hidden ReLU layers and a softmax cross-entropy, trained by plain SGD.
+Two hidden ReLU layers and a softmax cross-entropy, trained by plain SGD whose
+learning rate decays linearly to zero.
 Every step builds one task graph: the minibatch is split into K shards whose
 forward passes (and, through ``tg.grad``, backward passes) are independent
 branches that the "threads" scheduler runs in parallel.  Prints the loss per
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 import taskgrad as tg
 import taskgrad.numpy as tnp
 
-LAYERS = (64, 64, 32, 10)
+LAYERS = (64, 128, 64, 10)
 NAMES = ("W1", "b1", "W2", "b2", "W3", "b3")
 
 
@@ -64,7 +65,7 @@ def step_graph(params, X, Y, shards):
     """The loss of one minibatch and its gradients: one lazy graph, nothing run."""
     leaves = [tg.delayed(p, name=n) for n, p in zip(NAMES, params)]
     losses = []
-    for k, idx in enumerate(np.array_split(np.arange(len(X)), shards)):
+    for k, idx in enumerate(np.array_split(np.arange(len(X)), min(shards, len(X)))):
         x = tg.delayed(X[idx], name=f"X[{k}]")
         y = tg.delayed(Y[idx], name=f"Y[{k}]")
         losses.append(cross_entropy(predict(leaves, x), y) * (len(idx) / len(X)))
@@ -99,7 +100,8 @@ def train(args, X_train, y_train, X_test, y_test):
                 idx = order[start:start + args.batch]
                 loss, grads = step_graph(params, X_train[idx], onehot[idx], args.shards)
                 value, *gradients = tg.compute(loss, *grads, scheduler=args.scheduler)
-                params = [p - args.lr * g for p, g in zip(params, gradients)]
+                lr = args.lr * (1 - bar.n / bar.total)  # linear decay settles the last epochs
+                params = [p - lr * g for p, g in zip(params, gradients)]
                 losses.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}")
@@ -132,7 +134,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=0.2, help="initial rate, decayed linearly to 0")
     parser.add_argument("--shards", type=int, default=4, help="data-parallel branches per step")
     parser.add_argument("--scheduler", default="threads")
     parser.add_argument("--seed", type=int, default=0)

@@ -165,6 +165,8 @@ def test_name_replaces_function_name_in_label():
 def test_key_name_and_value_summary():
     assert key_name("add-3fa9c0e12") == "add"
     assert key_name("my-task") == "my-task"
+    assert key_name("vjp-mul-7b578b4b1-0-7b578b4b2") == "vjp-mul-0"
+    assert key_name("3fa9c0e12ab") == "3fa9c0e12ab"
     assert key_name(("x", 1)) == "x"
     assert value_summary(3) == "3"
     assert value_summary(np.float64(2.0)) == "2.0"

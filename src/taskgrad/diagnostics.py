@@ -172,7 +172,7 @@ class Profiler(Callback):
         ax.set_xlabel("seconds since the first task started")
         ax.set_title(title)
         ax.legend(handles=[Patch(color=ROLE_COLORS.get(role, OTHER_COLOR), label=role)
-                           for role in roles], loc="upper right")
+                           for role in roles], loc="upper left", bbox_to_anchor=(1.0, 1.0))
         if filename is not None:
             ax.figure.savefig(filename, bbox_inches="tight")
         return ax

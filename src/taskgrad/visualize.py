@@ -70,14 +70,12 @@ def escape(text, limit=MAX_LABEL):
 
 
 def key_name(key):
-    """The readable part of a key: ``'add-3fa9c0e12'`` -> ``'add'``."""
+    """The readable part of a key, its tokens dropped: ``'vjp-mul-3fa9c0e12-0'`` -> ``'vjp-mul-0'``."""
     if isinstance(key, tuple) and key:
         key = key[0]
     text = str(key)
-    head, sep, tail = text.rpartition("-")
-    if sep and head and _TOKEN.fullmatch(tail):
-        return head
-    return text
+    words = [w for w in text.split("-") if not _TOKEN.fullmatch(w)]
+    return "-".join(words) if words else text
 
 
 def task_label(task):
