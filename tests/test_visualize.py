@@ -97,6 +97,7 @@ def test_without_filename_returns_digraph_and_writes_nothing(tmp_path, monkeypat
     g = tg.visualize(sum_of_squares())
     assert isinstance(g, graphviz.Digraph)
     assert "sum_list" in g.source
+    assert tg.visualize(sum_of_squares(), format="png").format == "png"
     assert not list(tmp_path.iterdir())
 
 

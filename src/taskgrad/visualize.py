@@ -305,13 +305,16 @@ def visualize(*objs, filename=None, format=None, rankdir="TB", color=None, profi
       or off (default: shown when there are backward tasks or colours).
 
     Returns the ``graphviz.Digraph`` (its ``.source`` is the dot text; in
-    Jupyter it displays as the picture).
+    Jupyter it displays as the picture; without ``filename``, ``format``
+    becomes its ``.format`` for a later ``render()``).
     """
     g = build_graph(*objs, rankdir=rankdir, color=color, profile=profile,
                     max_tasks=max_tasks, verbose=verbose, legend=legend)
     if filename is None:
-        if format is not None and format not in graphviz.FORMATS:
-            raise ValueError(f"unknown format {format!r}; use 'svg', 'png', 'pdf' or 'dot'")
+        if format is not None:
+            if format not in graphviz.FORMATS:
+                raise ValueError(f"unknown format {format!r}; use 'svg', 'png', 'pdf' or 'dot'")
+            g.format = format  # what g.render() / g.pipe() will produce
         return g
     path, format = _target(filename, format)
     path.write_bytes(render(g, format))
