@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .delayed import Delayed, collect_graph, unpack_delayed
+from .gcpause import gc_paused
 from .graph import Literal, materialize
 from .schedulers import get
 
@@ -18,7 +19,8 @@ def compute(*objs, scheduler=None, num_workers=None, optimize_graph=True, callba
     template, found = unpack_delayed(objs)
     if not found:
         return tuple(objs)
-    graph = collect_graph(found.values())
+    with gc_paused():
+        graph = collect_graph(found.values())
     if optimize_graph:
         from .optimize import optimize
 

@@ -12,6 +12,7 @@ import functools
 import itertools
 import operator
 import os
+import sys
 import types
 
 from .graph import Literal, Pack, Ref, Task
@@ -70,8 +71,12 @@ def funcname(func):
 def _to_template(value, deps):
     """Turn an argument into a template: Delayeds become Refs (recorded in ``deps``)."""
     if isinstance(value, Delayed):
-        deps[value._key] = value
-        return Ref(value._key)
+        key = value._key
+        known = deps.get(key)
+        if known is not None and known is not value:
+            _check_same(key, known._task, value._task)
+        deps[key] = value
+        return Ref(key)
     cls = type(value)
     if cls in _CONTAINERS or (isinstance(value, tuple) and hasattr(value, "_fields")):
         if cls is dict:
@@ -95,9 +100,9 @@ def unpack_delayed(obj):
 def collect_graph(delayeds):
     """The graph (key -> task) that the given Delayed objects need, culled.
 
-    Walks ``_dependencies`` with an explicit stack. Two different tasks under
-    one key (e.g. two leaves given the same ``name``) are an error unless both
-    are pure, since then the key means the same computation.
+    Walks ``_dependencies`` with an explicit stack.  Equal keys mean equal
+    values (pure calls, a persisted value and its computation), except for two
+    leaves given the same ``name`` for different values: that is an error.
     """
     graph = {}
     stack = list(delayeds)
@@ -108,11 +113,16 @@ def collect_graph(delayeds):
         if known is None:
             graph[key] = d._task
             stack.extend(d._dependencies)
-        elif known is not d._task and not (known.pure and d._task.pure):
-            raise ValueError(
-                f"two different tasks share the key {key!r}; give leaves distinct names"
-            )
+        elif known is not d._task:
+            _check_same(key, known, d._task)
     return graph
+
+
+def _check_same(key, a, b):
+    """Raise if two leaves given the same name hold different values."""
+    if type(a) is Literal and type(b) is Literal and a.args[0] is not b.args[0]:
+        raise ValueError(f"two different values share the key {key!r}; "
+                         "give leaves distinct names")
 
 
 # ---------------------------------------------------------------- Delayed
@@ -238,6 +248,11 @@ class Delayed:
         return _make_delayed(operator.getitem, (self, index), None, pure=False)
 
     # -- dask collection protocol: dask.compute(d) and dask.distributed work
+    @property
+    def dask(self):
+        """The graph in dask's format (what ``dask.delayed`` objects expose as ``.dask``)."""
+        return self.__dask_graph__()
+
     def __dask_graph__(self):
         from .schedulers.dask_graph import to_dask_graph
 
@@ -364,6 +379,9 @@ class DelayedFunction:
         return f"<delayed {self.prefix}>"
 
     def __reduce__(self):
+        module = sys.modules.get(self.__module__)
+        if self.__module__ != "__main__" and getattr(module, self.__qualname__, None) is self:
+            return self.__qualname__  # found by name, like a plain function
         return (DelayedFunction, (self.__wrapped__,),
                 {"pure": self.pure, "nout": self.nout, "prefix": self.prefix})
 

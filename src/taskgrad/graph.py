@@ -9,6 +9,8 @@ of a million tasks is ordered with an explicit stack.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "Ref",
     "Task",
@@ -130,7 +132,7 @@ class Task:
         return tuple(refs)
 
     def __getstate__(self):
-        return (self.key, self.func, self.args, self.kwargs, self.dependencies, self._refs,
+        return (self.key, _picklable(self.func), self.args, self.kwargs, self.dependencies, self._refs,
                 self.pure, self.role)
 
     def __setstate__(self, state):
@@ -146,6 +148,33 @@ class Task:
         if len(text) > 200:
             text = text[:197] + "..."
         return f"<Task {self.key!r}: {text}>"
+
+
+class _ViaWrapper:
+    """Pickles a decorated function as ``getattr(<module attribute>, "__wrapped__")``."""
+
+    __slots__ = ("holder",)
+
+    def __init__(self, holder):
+        self.holder = holder
+
+    def __reduce__(self):
+        return (getattr, (self.holder, "__wrapped__"))
+
+
+def _picklable(func):
+    """Make a function hidden behind its decorator (``@tg.delayed def f``) picklable.
+
+    Pickle finds module functions by name, and under that name the module holds
+    the decorator object, not ``func``; the decorator is found by name instead.
+    """
+    module = getattr(func, "__module__", None)
+    if module is None or module == "__main__":
+        return func
+    holder = getattr(sys.modules.get(module), getattr(func, "__qualname__", ""), None)
+    if holder is not None and holder is not func and getattr(holder, "__wrapped__", None) is func:
+        return _ViaWrapper(holder)
+    return func
 
 
 class Literal(Task):

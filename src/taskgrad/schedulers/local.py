@@ -18,6 +18,7 @@ import time
 from heapq import heapify, heappop, heappush
 
 from ..callbacks import active_callbacks
+from ..gcpause import gc_paused
 from ..graph import Literal, execute, postorder
 from .plan import Plan
 
@@ -63,12 +64,13 @@ def run_unit(tasks, results, timings=None):
 
 def run_sync(graph, keys, callbacks=()):
     """Run in the calling thread, in depth-first order; exceptions keep their traceback."""
-    order = postorder(graph, keys)
-    wanted = set(keys)
-    remaining = dict.fromkeys(order, 0)
-    for key in order:
-        for dep in graph[key].dependencies:
-            remaining[dep] += 1
+    with gc_paused():
+        order = postorder(graph, keys)
+        wanted = set(keys)
+        remaining = dict.fromkeys(order, 0)
+        for key in order:
+            for dep in graph[key].dependencies:
+                remaining[dep] += 1
     results = {}
     for cb in callbacks:
         cb._start(graph)
@@ -103,7 +105,8 @@ def run_sync(graph, keys, callbacks=()):
 
 def run_parallel(graph, keys, executor, callbacks=()):
     """Run ``graph`` with ``executor`` and return the values of ``keys`` in order."""
-    plan = Plan(graph, keys)
+    with gc_paused():
+        plan = Plan(graph, keys)
     units, unit_key, unit_inputs = plan.units, plan.unit_key, plan.unit_inputs
     consumers, refcount, waiting = plan.consumers, dict(plan.refcount), list(plan.waiting)
     results = dict(plan.values)
@@ -127,6 +130,12 @@ def run_parallel(graph, keys, executor, callbacks=()):
             if not left:
                 heappush(ready, c)
 
+    def announce(batch):
+        for u in batch:
+            for task in units[u]:
+                for cb in callbacks:
+                    cb._pretask(task.key)
+
     def report(timings, worker):
         for key, start, end in timings:
             info = (key, start, end, worker, False)
@@ -144,9 +153,7 @@ def run_parallel(graph, keys, executor, callbacks=()):
                     u = heappop(ready)
                     timings = [] if timed else None
                     if timed:
-                        for task in units[u]:
-                            for cb in callbacks:
-                                cb._pretask(task.key)
+                        announce([u])
                     try:
                         run_unit(units[u], results, timings)
                     except TaskFailed as failed:
@@ -156,20 +163,18 @@ def run_parallel(graph, keys, executor, callbacks=()):
                     remaining -= 1
                     finish(u)
                     continue
-                size = min(executor.max_batch,
-                           max(1, len(ready) // executor.max_in_flight))
+                size = min(executor.max_batch, max(1, len(ready) // executor.max_in_flight))
                 batch = [heappop(ready) for _ in range(min(size, len(ready)))]
                 if timed:
-                    for u in batch:
-                        for task in units[u]:
-                            for cb in callbacks:
-                                cb._pretask(task.key)
+                    announce(batch)
                 executor.submit(next_batch, [units[u] for u in batch],
                                 [unit_inputs[u] for u in batch], timed)
                 in_flight[next_batch] = batch
                 next_batch += 1
-            if not in_flight:
+            if not remaining:
                 break
+            if not in_flight:
+                raise RuntimeError(f"scheduler stalled with {remaining} units left (a bug)")
             batch_id, outputs, timings, worker = executor.wait()
             batch = in_flight.pop(batch_id)
             if outputs is not None:

@@ -32,18 +32,22 @@ class Plan:
         self.outputs = outputs = list(dict.fromkeys(outputs))
         self.order = order = postorder(graph, outputs)
         wanted = set(outputs)
+        tasks = [graph[key] for key in order]
 
         # how many tasks read each key (each reader counted once)
         readers = dict.fromkeys(order, 0)
-        for key in order:
-            for dep in graph[key].dependencies:
+        for task in tasks:
+            for dep in task.dependencies:
                 readers[dep] += 1
 
-        values = {}
-        units = []
+        self.values = values = {}
+        self.units = units = []
+        self.unit_inputs = unit_inputs = []
+        self.waiting = waiting = []
+        self.consumers = consumers = {}
         unit_of = {}
-        for key in order:
-            task = graph[key]
+        for task in tasks:
+            key = task.key
             if type(task) is Literal:
                 values[key] = task.args[0]
                 continue
@@ -52,29 +56,27 @@ class Plan:
             # this is its only input, and the producer is not itself wanted
             if len(deps) == 1:
                 dep = deps[0]
-                u = unit_of.get(dep)
-                if u is not None and readers[dep] == 1 and dep not in wanted:
-                    units[u].append(task)
-                    unit_of[key] = u
-                    continue
-            unit_of[key] = len(units)
+                if readers[dep] == 1 and dep not in wanted:
+                    u = unit_of.get(dep)
+                    if u is not None:
+                        units[u].append(task)
+                        unit_of[key] = u
+                        continue
+            u = len(units)
+            unit_of[key] = u
             units.append([task])
-        self.values = values
-        self.units = units
+            unit_inputs.append(deps)  # later tasks of a unit read only their predecessor
+            missing = 0
+            for dep in deps:
+                if dep not in values:
+                    missing += 1
+                readers_of_dep = consumers.get(dep)
+                if readers_of_dep is None:
+                    consumers[dep] = [u]
+                else:
+                    readers_of_dep.append(u)
+            waiting.append(missing)
         self.unit_key = [unit[-1].key for unit in units]
-
-        consumers = {}
-        unit_inputs = []
-        waiting = []
-        for u, unit in enumerate(units):
-            inputs = unit[0].dependencies  # later tasks read only their predecessor
-            unit_inputs.append(inputs)
-            waiting.append(sum(1 for k in inputs if k not in values))
-            for k in inputs:
-                consumers.setdefault(k, []).append(u)
-        self.unit_inputs = unit_inputs
-        self.waiting = waiting
-        self.consumers = consumers
         refcount = {k: len(c) for k, c in consumers.items()}
         for k in wanted:
             refcount[k] = refcount.get(k, 0) + 1

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -61,9 +62,12 @@ def _get_pool(num_workers):
     return pool
 
 
-def _exit_codes(pool):
-    procs = getattr(pool, "_processes", None) or {}
-    return sorted({p.exitcode for p in procs.values() if p.exitcode not in (None, 0)})
+def _processes(pool):
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _exit_codes(procs):
+    return sorted({p.exitcode for p in procs if p.exitcode not in (None, 0)})
 
 
 def _discard_pool(num_workers):
@@ -71,7 +75,7 @@ def _discard_pool(num_workers):
     pool = _pools.pop(num_workers, None)
     if pool is None:
         return
-    procs = list((getattr(pool, "_processes", None) or {}).values())
+    procs = _processes(pool)
     for p in procs:
         if p.is_alive():
             p.terminate()
@@ -81,6 +85,16 @@ def _discard_pool(num_workers):
         if p.is_alive():
             p.kill()
             p.join(timeout=5)
+
+
+def _startup_hint(codes):
+    """Explain the usual cause of a worker that exits with status 1: an unguarded script."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if codes != [1] or not main_file:
+        return ""
+    return (f". If its error output mentions bootstrapping: worker processes are started with "
+            f"'spawn', which imports {main_file!r}; put the code that computes under "
+            f"`if __name__ == '__main__':`")
 
 
 def _dumps_exception(key, exc):
@@ -162,6 +176,7 @@ class ProcessExecutor:
         if self.pool is None:
             self.pool = _get_pool(self.num_workers)
         future = self.pool.submit(run_batch, data)
+        self.procs = _processes(self.pool)  # kept: a broken pool forgets its processes
         self.in_flight[batch_id] = [t.key for unit in units for t in unit]
         future.add_done_callback(lambda f, b=batch_id: self.done.put((b, f)))
 
@@ -171,12 +186,13 @@ class ProcessExecutor:
         try:
             status, body, timings, pid = future.result()
         except BrokenProcessPool:
-            codes = _exit_codes(self.pool)
+            codes = _exit_codes(self.procs)
             running = keys + [k for ks in self.in_flight.values() for k in ks]
             shown = ", ".join(map(repr, running[:5])) + (" ..." if len(running) > 5 else "")
             raise WorkerDiedError(
                 f"a worker process died unexpectedly (exit code {codes or 'unknown'}) "
                 f"while running one of the tasks {shown}; the process pool was shut down"
+                + _startup_hint(codes)
             ) from None
         if status == "error":
             key, data, tb = body

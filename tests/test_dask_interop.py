@@ -1,0 +1,92 @@
+"""dask interoperability: a Delayed is a dask collection; a distributed Client is a scheduler."""
+
+import dask
+import numpy as np
+import pytest
+
+import taskgrad as tg
+
+
+@tg.delayed
+def inc(x):
+    return x + 1
+
+
+@tg.delayed
+def add(x, y):
+    return x + y
+
+
+@tg.delayed
+def fail(x):
+    raise KeyError(f"missing {x}")
+
+
+def test_delayed_is_a_dask_collection():
+    d = add(inc(1), 5)
+    assert dask.is_dask_collection(d)
+    assert d.__dask_keys__() == [d.key]
+    assert dask.base.tokenize(d) == dask.base.tokenize(d)
+    assert set(d.__dask_graph__()) == set(d.graph)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_dask_compute_runs_our_graph(scheduler):
+    a = inc(1)
+    b = add(a, tg.delayed(np.arange(3)))
+    got_a, got_b = dask.compute(a, b, scheduler=scheduler)
+    assert got_a == 2
+    np.testing.assert_array_equal(got_b, [2, 3, 4])
+
+
+def test_dask_persist_returns_delayed_holding_values():
+    (p,) = dask.persist(add(inc(1), 1))
+    assert isinstance(p, tg.Delayed)
+    assert p.dependencies == ()
+    assert p.compute() == 3
+
+
+def test_string_arguments_are_not_mistaken_for_keys():
+    a = inc(1)
+    # a literal string equal to another task's key stays a string
+    echo = tg.delayed(lambda s, x: (s, x))(a.key, a)
+    assert dask.compute(echo)[0] == (a.key, 2)
+
+
+def test_distributed_client_runs_the_graph(dask_client):
+    a = inc(1)
+    outs = [add(a, i) for i in range(10)]
+    assert tg.compute(*outs, scheduler=dask_client) == tuple(range(2, 12))
+    assert a.compute(scheduler=dask_client) == 2
+
+
+def test_distributed_closures_and_arrays(dask_client):
+    scale = 3.0
+    f = tg.delayed(lambda x: x * scale)
+    x = tg.delayed(np.ones(4))
+    np.testing.assert_array_equal(f(x).compute(scheduler=dask_client), np.full(4, 3.0))
+
+
+def test_distributed_uses_both_workers(dask_client):
+    import os
+    import time
+
+    @tg.delayed
+    def pid(i):
+        time.sleep(0.05)
+        return os.getpid()
+
+    pids = set(tg.compute(*[pid(i) for i in range(20)], scheduler=dask_client))
+    assert len(pids) == 2
+
+
+def test_distributed_error_keeps_type_and_names_task(dask_client):
+    bad = fail(inc(1))
+    with pytest.raises(KeyError, match="missing 2") as info:
+        add(bad, 1).compute(scheduler=dask_client)
+    assert any(bad.key in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_distributed_persist(dask_client):
+    (p,) = tg.persist(add(inc(1), 1), scheduler=dask_client)
+    assert p.compute(scheduler="sync") == 3

@@ -1,0 +1,295 @@
+"""Schedulers: same results everywhere, shared work once, release, errors, no hangs."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import taskgrad as tg
+
+SCHEDULERS = ["sync", "threads", "processes"]
+
+
+@tg.delayed
+def inc(x):
+    return x + 1
+
+
+@tg.delayed
+def add(x, y):
+    return x + y
+
+
+@tg.delayed
+def fail(x):
+    raise ZeroDivisionError(f"cannot use {x}")
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_compute_many_objects_in_containers(scheduler):
+    a = inc(1)
+    b = add(a, 10)
+    out = tg.compute(a, [b, {"x": a, "y": 7}], "plain", scheduler=scheduler)
+    assert out == (2, [12, {"x": 2, "y": 7}], "plain")
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_num_workers(scheduler):
+    total = add(inc(1), inc(2))
+    assert total.compute(scheduler=scheduler, num_workers=1) == 5
+    assert total.compute(scheduler=scheduler, num_workers=3) == 5
+
+
+def test_default_scheduler_is_threads():
+    seen = []
+
+    @tg.delayed
+    def where():
+        seen.append(threading.current_thread().name)
+        return 1
+
+    tg.compute(*[where() for _ in range(8)])
+    assert any(name.startswith("taskgrad-worker") for name in seen)
+
+
+def test_bad_scheduler_and_num_workers_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown scheduler 'gpu'"):
+        inc(1).compute(scheduler="gpu")
+    with pytest.raises(ValueError, match="num_workers must be a positive int"):
+        inc(1).compute(scheduler="threads", num_workers=0)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_shared_nodes_run_once(scheduler):
+    calls = []
+    lock = threading.Lock()
+
+    @tg.delayed
+    def count(x):
+        with lock:
+            calls.append(x)
+        return x
+
+    shared = count(1)
+    outs = [add(shared, i) for i in range(20)]
+    assert tg.compute(*outs, shared, scheduler=scheduler) == (*range(1, 21), 1)
+    assert calls == [1]
+
+
+def test_shared_nodes_run_once_in_processes(tmp_path):
+    marker = tmp_path / "calls"
+
+    @tg.delayed
+    def touch(x):
+        with open(marker, "a") as f:
+            f.write("x")
+        return x
+
+    shared = touch(5)
+    assert tg.compute(*[add(shared, i) for i in range(10)], scheduler="processes") == tuple(
+        range(5, 15))
+    assert marker.read_text() == "x"
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_persist_holds_values(scheduler):
+    a = add(inc(1), 1)
+    (p,) = tg.persist(a, scheduler=scheduler)
+    assert p.key == a.key
+    assert p.dependencies == ()
+    assert len(p.graph) == 1
+    assert p.compute() == 3
+    assert inc(p).compute(scheduler=scheduler) == 4
+    assert a.persist(scheduler=scheduler).compute() == 3
+    both = tg.persist([a, inc(a)], scheduler=scheduler)
+    assert [d.compute() for d in both[0]] == [3, 4]
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_exception_keeps_type_and_names_the_task(scheduler):
+    bad = fail(inc(1))
+    with pytest.raises(ZeroDivisionError, match="cannot use 2") as info:
+        add(bad, 1).compute(scheduler=scheduler)
+    assert any(bad.key in note for note in info.value.__notes__)
+
+
+def test_sync_exception_shows_the_real_traceback():
+    with pytest.raises(ZeroDivisionError) as info:
+        fail(1).compute(scheduler="sync")
+    names = [entry.name for entry in info.traceback]
+    assert "fail" in names
+
+
+def test_processes_exception_carries_remote_traceback():
+    with pytest.raises(ZeroDivisionError) as info:
+        fail(1).compute(scheduler="processes")
+    assert "in fail" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_failure_among_many_tasks_stops_the_run(scheduler):
+    slow = [tg.delayed(time.sleep)(0.01) for _ in range(20)]
+    with pytest.raises(ZeroDivisionError):
+        tg.compute(*slow, fail(1), scheduler=scheduler)
+    # the scheduler is usable again right after
+    assert add(inc(1), 1).compute(scheduler=scheduler) == 3
+
+
+def test_lambdas_and_closures_run_in_processes():
+    offset = 100
+    f = tg.delayed(lambda x: x + offset)
+    assert f(inc(1)).compute(scheduler="processes") == 102
+
+
+def test_unpicklable_task_is_named():
+    lock = threading.Lock()
+    task = tg.delayed(lambda x, l: x, name="holds_lock")(1, lock)
+    with pytest.raises(TypeError, match="task 'holds_lock-.*' cannot be sent to a worker"):
+        task.compute(scheduler="processes")
+
+
+def test_unpicklable_result_is_named():
+    make_lock = tg.delayed(threading.Lock, name="make_lock")()
+    with pytest.raises(TypeError, match="result of task 'make_lock-.*' cannot be sent back"):
+        make_lock.compute(scheduler="processes")
+
+
+@pytest.mark.parametrize("how", ["os._exit(3)", "os.kill(os.getpid(), signal.SIGSEGV)"])
+def test_dying_worker_is_a_clear_error_not_a_hang(how):
+    @tg.delayed
+    def die(x):
+        import os  # noqa: F401
+        import signal  # noqa: F401
+        exec(how)
+
+    with pytest.raises(tg.WorkerDiedError, match="worker process died") as info:
+        die(1).compute(scheduler="processes")
+    assert "die-" in str(info.value)
+    assert inc(1).compute(scheduler="processes") == 2  # a fresh pool
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_memory_stays_at_graph_width(scheduler):
+    """A chain of 50 tasks each making a new 8 MB array keeps < 5 arrays alive at once."""
+    size = 1_000_000  # 8 MB of float64
+
+    @tg.delayed
+    def step(x):
+        return x + 1.0
+
+    x = tg.delayed(np.zeros(size))
+    for _ in range(50):
+        x = step(x)
+    tracemalloc.start()
+    try:
+        result = x.compute(scheduler=scheduler)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result[0] == 50.0
+    assert peak < 5 * 8 * size, f"peak {peak / 8e6:.1f} arrays"
+
+
+def test_memory_is_released_across_branches_on_threads():
+    """Independent chains: each intermediate is freed once its consumer has run."""
+    size = 500_000
+
+    @tg.delayed
+    def step(x):
+        return x + 1.0
+
+    outs = []
+    for i in range(4):
+        x = tg.delayed(np.zeros(size), name=f"start{i}")
+        for _ in range(20):
+            x = step(x)
+        outs.append(tg.delayed(np.sum)(x))
+    tracemalloc.start()
+    try:
+        totals = tg.compute(*outs, scheduler="threads", num_workers=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert totals == (20.0 * size,) * 4
+    assert peak < 10 * 8 * size
+
+
+def test_callbacks_see_every_task_on_every_scheduler():
+    for scheduler in SCHEDULERS:
+        events = []
+        cb = tg.Callback(start=lambda g: events.append(("start", len(g))),
+                         pretask=lambda k: events.append(("pre", k)),
+                         posttask=lambda info: events.append(("post", info.key)),
+                         finish=lambda g, errored: events.append(("finish", errored)))
+        total = add(inc(1), inc(2))
+        with cb:
+            assert total.compute(scheduler=scheduler) == 5
+        keys = set(total.graph)
+        assert events[0] == ("start", 3)
+        assert events[-1] == ("finish", False)
+        assert {k for e, k in events if e == "post"} == keys
+        assert len([e for e in events if e[0] == "post"]) == 3
+        assert total.compute(scheduler=scheduler, callbacks=[cb]) == 5
+
+
+def test_callback_finish_reports_errors():
+    finished = []
+    with tg.Callback(finish=lambda g, errored: finished.append(errored)):
+        with pytest.raises(ZeroDivisionError):
+            fail(1).compute(scheduler="threads")
+    assert finished == [True]
+
+
+CTRL_C_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import taskgrad as tg
+
+    def nap(i):
+        time.sleep(60)
+        return i
+
+    if __name__ == "__main__":
+        tasks = [tg.delayed(nap)(i) for i in range(4)]
+        print("ready", flush=True)
+        try:
+            tg.compute(*tasks, scheduler=sys.argv[1])
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+""")
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_ctrl_c_cancels_and_leaves_no_orphans(tmp_path, scheduler):
+    script = tmp_path / "sleepy.py"
+    script.write_text(CTRL_C_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), scheduler], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    deadline = time.time() + 30
+    if scheduler == "processes":  # wait until the workers exist
+        while len(_children(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    else:
+        time.sleep(0.5)
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert "interrupted" in out
+    assert proc.returncode == 7
+    time.sleep(0.2)
+    for kid in kids:
+        assert not os.path.exists(f"/proc/{kid}") or open(f"/proc/{kid}/stat").read().split()[2] == "Z"
