@@ -12,22 +12,24 @@ import functools
 
 import numpy as np
 
-from .rules import defvjp_argnum, nondifferentiable, rule_for
+from .rules import defvjp_argnum, nondifferentiable
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
            "sum_cotangents", "ones_for", "zeros_for"]
 
 
-def rule_vjp(func, positions, g, ans, args, kwargs):
-    """The cotangent of one dependency of ``func(*args, **kwargs)`` (value ``ans``).
+def rule_vjp(positions, kwargs, g, ans, *args):
+    """The cotangent of one dependency of a call ``f(*args, **kwargs)`` (value ``ans``).
 
-    ``positions`` lists ``(argument position, index in a sequence argument or
-    None)`` for every place the dependency appears; their contributions add.
+    ``positions`` lists ``(rule, argument position, index in a sequence
+    argument or None)`` for every place the dependency appears; their
+    contributions add.  The rules travel with the task, so worker processes
+    need not have registered them.
     """
     total = None
-    for pos, sub in positions:
-        c = rule_for(func, pos)(ans, *args, **kwargs)(g)
+    for rule, pos, sub in positions:
+        c = rule(ans, *args, **kwargs)(g)
         if sub is not None:
             c = c[sub]
         total = c if total is None else total + c
@@ -52,7 +54,7 @@ class TapeSpec:
         return f"TapeSpec({self.fkey!r})"
 
 
-def trace_forward(spec, func, args, kwargs):
+def trace_forward(spec, func, kwargs, *args):
     """Run ``func`` once under tracing: its value and the tape of how it was made."""
     return trace_call(f"{spec.name!r} (task {spec.fkey!r})", func, spec.paths, args, kwargs)
 
@@ -68,9 +70,9 @@ def tape_vjp(tape, g):
     return cots[0] if len(cots) == 1 else tuple(cots)
 
 
-def retrace_vjp(spec, func, g, args, kwargs):
+def retrace_vjp(spec, func, kwargs, g, *args):
     """``tape_vjp`` as a function of the forward arguments: what higher order differentiates."""
-    return tape_vjp(trace_forward(spec, func, args, kwargs), g)
+    return tape_vjp(trace_forward(spec, func, kwargs, *args), g)
 
 
 def sum_cotangents(*gs):

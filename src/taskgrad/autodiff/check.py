@@ -67,10 +67,10 @@ def _compare(i, arg, g, fd, rtol, atol):
     bad = ~np.isclose(ad, fd, rtol=rtol, atol=atol)
     if bad.any():
         diff = np.where(bad, np.abs(ad - fd), -1.0)
-        worst = np.unravel_index(np.argmax(diff), np.shape(diff)) if np.ndim(diff) else ()
+        worst = tuple(int(k) for k in np.unravel_index(np.argmax(diff), np.shape(diff)))
         raise AssertionError(
             f"check_grads: gradient of argument {i} (shape {np.shape(arg)}, {dtype}) disagrees "
             f"with central finite differences at {int(bad.sum())} of {bad.size} entries; "
-            f"worst at index {worst}: autodiff {ad[worst]!r}, finite difference "
-            f"{fd[worst]!r}, difference {abs(ad[worst] - fd[worst]):.3g} "
+            f"worst at index {worst}: autodiff {float(ad[worst])!r}, finite difference "
+            f"{float(fd[worst])!r}, difference {abs(ad[worst] - fd[worst]):.3g} "
             f"(rtol={rtol}, atol={atol})")

@@ -90,15 +90,23 @@ def _view(d, nodes):
     if task.func is tape_vjp:
         tape, g = task.args
         t = nodes[tape.key]._task
-        spec, func, args, kwargs = t.args
-        return retrace_vjp, (spec, func, Ref(g.key), args, kwargs), None, \
-            (g.key, *t.dependencies)
-    return task.func, task.args, task.kwargs, task.dependencies
+        spec, func, kwargs, *args = t.args
+        return retrace_vjp, (spec, func, kwargs, Ref(g.key), *args), None, \
+            (g.key, *t.dependencies), None
+    return task.func, task.args, task.kwargs, task.dependencies, task._refs
 
 
-def _ref_paths(args, kwargs):
-    """key -> list of places ``(0, i, ...)`` / ``(1, name, ...)`` where a Ref appears."""
+def _ref_paths(args, kwargs, refs=None):
+    """key -> list of places ``(0, i, ...)`` / ``(1, name, ...)`` where a Ref appears.
+
+    ``refs`` is the task's fill plan when it has one (Refs only as top-level
+    positional arguments): then the places are known without a walk.
+    """
     paths = {}
+    if refs is not None:
+        for i, key in refs:
+            paths.setdefault(key, []).append((0, i))
+        return paths
     stack = [((0, i), a) for i, a in enumerate(args)]
     stack += [((1, k), v) for k, v in (kwargs or {}).items()]
     while stack:
@@ -115,7 +123,9 @@ def _ref_paths(args, kwargs):
                 items = t.items
             unordered = path is None or t.kind in (set, frozenset)
             stack.extend((None if unordered else path + (s,), v) for s, v in zip(steps, items))
-    return {k: sorted(p, key=repr) for k, p in paths.items()}
+    for places in paths.values():
+        places.sort(key=repr)
+    return paths
 
 
 def _backward(y, wrt, seed, tok):
@@ -150,8 +160,8 @@ def _backward(y, wrt, seed, tok):
                       None, contribs)
         if key in targets:
             found[key] = g
-        func, args, kwargs, deps = views[key]
-        live = [dep for dep in dict.fromkeys(deps) if dep in active]
+        func, args, kwargs, deps, refs = views[key]
+        live = [dep for dep in deps if dep in active]
         if not live or is_nondifferentiable(func):
             continue
         builder = _rule_edges if has_rules(func) else _tape_edges
@@ -169,10 +179,13 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _templates(args, kwargs):
-    """The forward call's arguments as two templates a backward task can read."""
-    kw = Pack(dict, tuple(kwargs.items())) if kwargs else {}
-    return Pack(tuple, tuple(args)), kw
+def _kwargs_template(kwargs):
+    """The forward call's keywords as one argument a backward task can read."""
+    if not kwargs:
+        return {}
+    if any(type(v) in (Ref, Pack) for v in kwargs.values()):
+        return Pack(dict, tuple(kwargs.items()))
+    return dict(kwargs)
 
 
 def _dep_delayeds(keys, nodes):
@@ -181,48 +194,46 @@ def _dep_delayeds(keys, nodes):
 
 def _rule_edges(key, nodes, view, live, g, tok):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules."""
-    func, args, kwargs, deps = view
-    paths = _ref_paths(args, kwargs)
-    args_t, kwargs_t = _templates(args, kwargs)
-    reads = [g, nodes[key], *_dep_delayeds(dict.fromkeys(deps), nodes)]
-    name = funcname(func)
+    func, args, kwargs, deps, refs = view
+    paths = _ref_paths(args, kwargs, refs)
+    kwargs_t = _kwargs_template(kwargs)
+    reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
+    edges = []
     for dep in live:
         positions = []
         for path in paths[dep]:
             if path is None or path[0] == 1 or len(path) > 3:
                 raise TypeError(
-                    f"cannot differentiate {name} (task {key!r}) with respect to {dep!r}: "
-                    "VJP rules take positional arguments (or sequences of them) only")
-            if rule_for(func, path[1]) is not None:
-                positions.append((path[1], path[2] if len(path) == 3 else None))
-        if not positions:
-            continue
-        i = deps.index(dep)
-        edge = _make(f"vjp-{key}-{i}-{tok}", rule_vjp,
-                     (func, tuple(positions), Ref(g._key), Ref(key), args_t, kwargs_t),
-                     None, reads)
-        yield dep, edge
+                    f"cannot differentiate {funcname(func)} (task {key!r}) with respect to "
+                    f"{dep!r}: VJP rules take positional arguments (or sequences of them) only")
+            rule = rule_for(func, path[1])
+            if rule is not None:
+                positions.append((rule, path[1], path[2] if len(path) == 3 else None))
+        if positions:
+            edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
+                         (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args),
+                         None, reads)
+            edges.append((dep, edge))
+    return edges
 
 
 def _tape_edges(key, nodes, view, live, g, tok):
     """A tape task (the traced forward) and one ``tape_vjp`` task for a node without rules."""
-    func, args, kwargs, deps = view
-    paths = _ref_paths(args, kwargs)
+    func, args, kwargs, deps, refs = view
+    paths = _ref_paths(args, kwargs, refs)
     name = funcname(func)
     for dep in live:
         if any(p is None for p in paths[dep]):
             raise TypeError(f"cannot differentiate {name} (task {key!r}) with respect to "
                             f"{dep!r}: it is passed inside a set")
     spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
-    args_t, kwargs_t = _templates(args, kwargs)
     which = ".".join(str(deps.index(dep)) for dep in live)
-    tape = _make(f"tape-{key}-{which}", trace_forward, (spec, func, args_t, kwargs_t), None,
-                 _dep_delayeds(dict.fromkeys(deps), nodes))
+    tape = _make(f"tape-{key}-{which}", trace_forward,
+                 (spec, func, _kwargs_template(kwargs), *args), None,
+                 _dep_delayeds(deps, nodes))
     back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
     if len(live) == 1:
-        yield live[0], back
-        return
-    for j, dep in enumerate(live):
-        i = deps.index(dep)
-        yield dep, _make(f"vjp-{key}-{i}-{tok}", operator.getitem, (Ref(back._key), j), None,
-                         (back,))
+        return [(live[0], back)]
+    return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", operator.getitem,
+                        (Ref(back._key), j), None, (back,)))
+            for j, dep in enumerate(live)]

@@ -24,19 +24,64 @@ def _dtype_of(x):
     return x.dtype if hasattr(x, "dtype") else np.result_type(x)
 
 
+_ndarray = np.ndarray
+
+
+def _shape_dtype(x):
+    """``(shape, dtype)`` of an array, Box or Python scalar, without NumPy dispatch."""
+    try:
+        return x.shape, x.dtype
+    except AttributeError:
+        return (), np.result_type(x)
+
+
+def _shape(x):
+    try:
+        return x.shape
+    except AttributeError:
+        return ()
+
+
+def _sum(g, axis, keepdims=False):
+    """``np.sum`` with the ndarray method's lower call overhead when possible."""
+    if type(g) is _ndarray:
+        return g.sum(axis=axis, keepdims=keepdims)
+    return np.sum(g, axis=axis, keepdims=keepdims)
+
+
+def _reshape(g, shape):
+    if type(g) is _ndarray:
+        return g.reshape(shape)
+    return np.reshape(g, shape)
+
+
+def _broadcast(g, shape):
+    """``g`` broadcast to ``shape``: a fresh writable array, or a traced broadcast."""
+    if type(g) is _ndarray:
+        out = np.empty(shape, g.dtype)
+        out[...] = g
+        return out
+    return np.broadcast_to(g, shape)
+
+
 def unbroadcast(x, g):
-    """Sum ``g`` over the axes broadcasting added to ``x``; cast to ``x``'s float dtype."""
-    shape = np.shape(x)
-    gshape = np.shape(g)
+    """Sum ``g`` over the axes broadcasting added to ``x``; cast to ``x``'s float dtype.
+
+    Backward tasks call this once per argument, so the common case (nothing to
+    undo) costs a few attribute reads.
+    """
+    shape, dtype = _shape_dtype(x)
+    gshape, gdtype = _shape_dtype(g)
     if gshape != shape:
         extra = len(gshape) - len(shape)
         if extra > 0:
-            g = np.sum(g, axis=tuple(range(extra)))
-        axes = tuple(i for i, n in enumerate(shape) if n == 1 and np.shape(g)[i] != 1)
+            g = _sum(g, tuple(range(extra)))
+            gshape = gshape[extra:]
+        axes = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[i] != 1)
         if axes:
-            g = np.sum(g, axis=axes, keepdims=True)
-    dtype = _dtype_of(x)
-    if dtype.kind in "fc" and _dtype_of(g) != dtype:
+            g = _sum(g, axes, keepdims=True)
+        gdtype = _shape_dtype(g)[1]
+    if dtype.kind in "fc" and gdtype != dtype:
         g = astype(g, dtype)
     return g
 
@@ -45,9 +90,18 @@ def _replace_zero(x, value):
     return np.where(x, x, value)
 
 
-def _balanced_eq(x, z, y):
-    """1 where ``x`` gave the result ``z``, 1/2 where ``x`` and ``y`` tied."""
-    return np.where(x == z, np.where(x == y, 0.5, 1.0), 0.0)
+def _chosen(g, x, z, y):
+    """``g`` where ``x`` gave the result ``z`` of maximum/minimum, half of it at ties.
+
+    Multiplying by the boolean mask keeps ``g``'s dtype; ties are rare, so the
+    halving pass runs only when there is one.
+    """
+    chosen = x == z
+    out = g * chosen
+    ties = chosen & (x == y)
+    if ties.any():
+        out = out * np.where(ties, 0.5, 1.0).astype(_dtype_of(out))
+    return out
 
 
 def _power_exponent(y):
@@ -64,18 +118,24 @@ def _normalize_axis(axis, ndim):
     return tuple(a % ndim for a in axis)
 
 
+def _keepdims(g, x, axis, keepdims):
+    """``g`` of a reduction over ``axis``, with the reduced axes back as size 1."""
+    if keepdims:
+        return g
+    shape = _shape(x)
+    axes = _normalize_axis(axis, len(shape))
+    if not axes:
+        return g
+    return _reshape(g, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+
+
 def _expand_reduced(g, x, axis, keepdims):
     """``g`` of a reduction over ``axis``, broadcast back to the shape of ``x``."""
-    shape = np.shape(x)
-    if not keepdims:
-        axes = _normalize_axis(axis, len(shape))
-        if axes:
-            g = np.reshape(g, tuple(1 if i in axes else n for i, n in enumerate(shape)))
-    return np.broadcast_to(g, shape)
+    return _broadcast(_keepdims(g, x, axis, keepdims), _shape(x))
 
 
 def _reduction_count(x, axis):
-    shape = np.shape(x)
+    shape = _shape(x)
     count = 1
     for a in _normalize_axis(axis, len(shape)):
         count *= shape[a]
@@ -85,9 +145,12 @@ def _reduction_count(x, axis):
 def _chooser(ans, x, axis=None, keepdims=False, **kwargs):
     """Rule of max/min: the gradient goes to the chosen entries, split among ties."""
     def vjp(g):
-        chosen = x == _expand_reduced(ans, x, axis, keepdims)
-        share = chosen / np.sum(chosen, axis=axis, keepdims=True)
-        return astype(_expand_reduced(g, x, axis, keepdims) * share, _dtype_of(x))
+        chosen = x == _keepdims(ans, x, axis, keepdims)
+        out = _keepdims(g, x, axis, keepdims) * chosen
+        count = _sum(chosen, axis, keepdims=True)
+        if count.max() > 1:
+            out = out / astype(count, _dtype_of(out))
+        return unbroadcast(x, out)
     return vjp
 
 
@@ -96,7 +159,7 @@ def _chooser(ans, x, axis=None, keepdims=False, **kwargs):
 @primitive
 def untake(g, index, x):
     """The cotangent of ``x[index]``: zeros of ``x``'s shape with ``g`` added at ``index``."""
-    out = np.zeros(np.shape(x), dtype=np.result_type(g))
+    out = np.zeros(_shape(x), dtype=np.result_type(g))
     np.add.at(out, index, g)
     return out
 
@@ -128,6 +191,8 @@ def _matmul_rules():
 
     def da(ans, a, b):
         def vjp(g):
+            if type(a) is _ndarray and type(b) is _ndarray and a.ndim == 2 and b.ndim == 2:
+                return unbroadcast(a, g @ b.T)
             if np.ndim(a) == 0 or np.ndim(b) == 0:
                 return unbroadcast(a, g * b)
             a2, b2, g2 = promote(a, b, g)
@@ -139,6 +204,8 @@ def _matmul_rules():
 
     def db(ans, a, b):
         def vjp(g):
+            if type(a) is _ndarray and type(b) is _ndarray and a.ndim == 2 and b.ndim == 2:
+                return unbroadcast(b, a.T @ g)
             if np.ndim(a) == 0 or np.ndim(b) == 0:
                 return unbroadcast(b, g * a)
             a2, b2, g2 = promote(a, b, g)
@@ -188,7 +255,7 @@ def _einsum_rule(argnum):
         def vjp(g):
             d = np.einsum(",".join([output, *others]) + "->" + kept, g, *other_ops)
             x = operands[k]
-            shape = np.shape(x)
+            shape = _shape(x)
             if kept != mine:
                 d = np.reshape(d, tuple(n if c in kept else 1 for c, n in zip(mine, shape)))
                 d = np.broadcast_to(d, shape)
@@ -283,10 +350,9 @@ defvjp(np.power,
        lambda ans, x, y: lambda g: unbroadcast(y, g * np.log(_replace_zero(x, 1.0)) * ans))
 defvjp(np.mod, lambda ans, x, y: lambda g: unbroadcast(x, g),
        lambda ans, x, y: lambda g: unbroadcast(y, -g * np.floor(x / y)))
-defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
-       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
-defvjp(np.minimum, lambda ans, x, y: lambda g: unbroadcast(x, g * _balanced_eq(x, ans, y)),
-       lambda ans, x, y: lambda g: unbroadcast(y, g * _balanced_eq(y, ans, x)))
+defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, _chosen(g, x, ans, y)),
+       lambda ans, x, y: lambda g: unbroadcast(y, _chosen(g, y, ans, x)))
+copy_rules(np.minimum, np.maximum)
 defvjp(np.where, None,
        lambda ans, c, x, y: lambda g: unbroadcast(x, np.where(c, g, 0.0)),
        lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))
@@ -302,10 +368,10 @@ defvjp(np.prod, _prod_rule)
 for _f in (np.max, np.amax, np.min, np.amin):
     defvjp(_f, _chooser)
 
-defvjp(np.reshape, lambda ans, x, *shape, **kw: lambda g: np.reshape(g, np.shape(x)))
-defvjp(np.ravel, lambda ans, x, *a, **kw: lambda g: np.reshape(g, np.shape(x)))
-defvjp(np.expand_dims, lambda ans, x, axis: lambda g: np.reshape(g, np.shape(x)))
-defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: np.reshape(g, np.shape(x)))
+defvjp(np.reshape, lambda ans, x, *shape, **kw: lambda g: _reshape(g, _shape(x)))
+defvjp(np.ravel, lambda ans, x, *a, **kw: lambda g: _reshape(g, _shape(x)))
+defvjp(np.expand_dims, lambda ans, x, axis: lambda g: _reshape(g, _shape(x)))
+defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: _reshape(g, _shape(x)))
 defvjp(np.transpose, _transpose_rule)
 defvjp(np.swapaxes, lambda ans, x, a1, a2: lambda g: np.swapaxes(g, a1, a2))
 defvjp(np.broadcast_to, lambda ans, x, shape, **kw: lambda g: unbroadcast(x, g))

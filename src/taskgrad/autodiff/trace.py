@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from .rules import MissingRuleError, has_rules, is_nondifferentiable, rule_for
+from .rules import _RULES, MissingRuleError, is_nondifferentiable
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
 
@@ -48,10 +48,10 @@ class Trace:
 
 
 def _is_float(value):
-    dtype = getattr(value, "dtype", None)
-    if dtype is None:
+    try:
+        return value.dtype.kind in "fc"
+    except AttributeError:
         return isinstance(value, (float, complex))
-    return dtype.kind in "fc"
 
 
 def _find_boxes(args):
@@ -69,13 +69,17 @@ def _find_boxes(args):
 
 
 def apply_primitive(func, args, kwargs, boxes=None):
-    """Run ``func`` on the innermost Boxes' values and record it on their trace."""
+    """Run ``func`` on the innermost Boxes' values and record it on their trace.
+
+    This runs once per NumPy call in traced code, so it is kept lean.
+    """
     if boxes is None:
         boxes = _find_boxes(args)
-    for v in kwargs.values():
-        if type(v) is Box:
-            raise MissingRuleError(
-                f"cannot differentiate {_opname(func)} with respect to a keyword argument")
+    if kwargs:
+        for v in kwargs.values():
+            if type(v) is Box:
+                raise MissingRuleError(
+                    f"{_opname(func)} with a traced keyword argument")
     trace = boxes[0][2]._trace
     for _, _, b in boxes:
         if b._trace.level > trace.level:
@@ -93,15 +97,22 @@ def apply_primitive(func, args, kwargs, boxes=None):
             args[i][j] = b._value
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
-    if not _is_float(ans) or is_nondifferentiable(func):
+    if not _is_float(ans):
         return ans
-    if not has_rules(func):
+    rules = _RULES.get(func)
+    if rules is None:
+        if is_nondifferentiable(func):
+            return ans
         raise MissingRuleError(_opname(func))
-    parents = tuple(p for p in parents if rule_for(func, p[0]) is not None)
+    if type(rules) is tuple:
+        n = len(rules)
+        parents = [p for p in parents if p[0] < n and rules[p[0]] is not None]
+    else:
+        parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
     nodes = trace.nodes
-    nodes.append((func, tuple(args), kwargs, ans, parents))
+    nodes.append((func, args, kwargs, ans, parents))
     return Box(ans, trace, len(nodes) - 1)
 
 
@@ -141,9 +152,24 @@ def _method(func):
     return method
 
 
-def _reflected(func):
+def _operator(ufunc):
+    """``box <op> other`` records ``ufunc`` directly, skipping NumPy's dispatch."""
     def method(self, other):
-        return func(other, self)
+        if type(other) is Box:
+            return apply_primitive(ufunc, (self, other), {})
+        return apply_primitive(ufunc, (self, other), {}, [(0, None, self)])
+    return method
+
+
+def _reflected(ufunc):
+    def method(self, other):
+        return apply_primitive(ufunc, (other, self), {}, [(1, None, self)])
+    return method
+
+
+def _unary_operator(ufunc):
+    def method(self):
+        return apply_primitive(ufunc, (self,), {}, [(0, None, self)])
     return method
 
 
@@ -201,6 +227,11 @@ class Box:
     def __getitem__(self, index):
         return apply_primitive(operator.getitem, (self, index), {})
 
+    def __getattr__(self, name):
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise MissingRuleError(f"ndarray.{name}")
+        raise AttributeError(f"traced value has no attribute {name!r}")
+
     # -- methods
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -230,25 +261,25 @@ class Box:
     clip = _method(np.clip)
 
     # -- operators: the NumPy ufuncs, so they share the ufuncs' rules
-    __add__ = _method(np.add)
+    __add__ = _operator(np.add)
     __radd__ = _reflected(np.add)
-    __sub__ = _method(np.subtract)
+    __sub__ = _operator(np.subtract)
     __rsub__ = _reflected(np.subtract)
-    __mul__ = _method(np.multiply)
+    __mul__ = _operator(np.multiply)
     __rmul__ = _reflected(np.multiply)
-    __truediv__ = _method(np.divide)
+    __truediv__ = _operator(np.divide)
     __rtruediv__ = _reflected(np.divide)
-    __pow__ = _method(np.power)
+    __pow__ = _operator(np.power)
     __rpow__ = _reflected(np.power)
-    __matmul__ = _method(np.matmul)
+    __matmul__ = _operator(np.matmul)
     __rmatmul__ = _reflected(np.matmul)
-    __mod__ = _method(np.mod)
+    __mod__ = _operator(np.mod)
     __rmod__ = _reflected(np.mod)
-    __floordiv__ = _method(np.floor_divide)
+    __floordiv__ = _operator(np.floor_divide)
     __rfloordiv__ = _reflected(np.floor_divide)
-    __neg__ = _method(np.negative)
-    __pos__ = _method(np.positive)
-    __abs__ = _method(np.abs)
+    __neg__ = _unary_operator(np.negative)
+    __pos__ = _unary_operator(np.positive)
+    __abs__ = _unary_operator(np.abs)
     __lt__ = _method(np.less)
     __le__ = _method(np.less_equal)
     __gt__ = _method(np.greater)
@@ -318,11 +349,19 @@ def trace_call(name, func, paths, args, kwargs):
     differentiated argument.  ``name`` names the function in error messages.
     """
     trace = Trace()
-    call = (tuple(args), dict(kwargs or {}))
+    args = list(args)
+    kwargs = dict(kwargs or {})
+    call = (args, kwargs)
     inputs = []
     for places in paths:
         idx = []
         for path in places:
+            if len(path) == 2:  # a top-level argument: no container to rebuild
+                where = call[path[0]]
+                box = where[path[1]] = trace.new_input(where[path[1]])
+                idx.append(box._index)
+                continue
+
             def make(leaf, idx=idx):
                 box = trace.new_input(leaf)
                 idx.append(box._index)
@@ -390,8 +429,10 @@ def backprop(tape, g):
         gi = grads.pop(i, None)
         if gi is None:
             continue
+        rules = _RULES[func]
         for pos, sub, parent in parents:
-            c = rule_for(func, pos)(ans, *args, **kwargs)(gi)
+            rule = rules[pos] if type(rules) is tuple else rules(pos)
+            c = rule(ans, *args, **kwargs)(gi)
             if sub is not None:
                 c = c[sub]
             prev = grads.get(parent)
