@@ -4,10 +4,12 @@ import io
 import time
 
 import matplotlib
+import numpy as np
 import pytest
 
 import taskgrad as tg
 from taskgrad.diagnostics import ROLE_COLORS
+from taskgrad.delayed import collect_graph
 from taskgrad.graph import Literal, Task
 
 matplotlib.use("Agg")
@@ -162,6 +164,24 @@ def test_gantt_chart_colours_forward_and_backward_apart(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["backward", "forward"]
     assert (tmp_path / "gantt.png").read_bytes()[:4] == b"\x89PNG"
     assert len(ax.get_yticks()) == len({r.worker for r in prof.results})
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_profiler_tells_forward_from_backward_of_a_real_gradient(scheduler):
+    import taskgrad.numpy as tnp
+
+    x = tg.delayed(np.linspace(0.0, 1.0, 5), name="x")
+    y = tnp.sum(tnp.sin(x) * x)
+    dx = tg.grad(y, x)
+    with tg.Profiler() as prof:
+        tg.compute(y, dx, scheduler=scheduler)
+    ran = [r.key for r in prof.results]
+    assert sorted(ran) == sorted(k for k, t in collect_graph([y, dx]).items()
+                                 if type(t) is not Literal)
+    forward = set(y.graph)  # the backward pass reuses these and adds its own
+    for r in prof.results:
+        assert r.role == ("forward" if r.key in forward else "backward")
+    assert {r.role for r in prof.results if r.key == dx.key} == {"backward"}
 
 
 def test_empty_profiler_cannot_plot():

@@ -216,6 +216,20 @@ def test_backward_tasks_styled_apart_with_legend():
     assert "cluster_legend" in source and "backward task (gradient)" in source
 
 
+def test_gradient_graph_draws_backward_tasks_apart():
+    x = tg.delayed(1.0, name="x")
+    z = tg.delayed(-3.0, name="z")
+    f = (x + 3.0) * z
+    source = build_graph(f, tg.grad(f, x)).source
+    lines = [ln for ln in node_lines(source) if "shape=ellipse" in ln]
+    forward = [ln for ln in lines if "dashed" not in ln]
+    backward = [ln for ln in lines if "dashed" in ln]
+    assert sorted(re.search(r"label=(\S+)", ln).group(1) for ln in forward) == ["add", "mul"]
+    assert backward and all('fillcolor="#fde0c5"' in ln for ln in backward)
+    assert any('label="vjp-mul-0"' in ln for ln in backward)  # tokens dropped from keys
+    assert "cluster_legend" in source
+
+
 def test_forward_only_graph_has_no_legend_unless_asked():
     assert "cluster_legend" not in build_graph(square(1)).source
     assert "cluster_legend" in build_graph(square(1), legend=True).source
