@@ -90,14 +90,14 @@ def train(args, X_train, y_train, X_test, y_test):
     rng = np.random.default_rng(args.seed)
     params = init_params(rng)
     onehot = np.eye(LAYERS[-1])[y_train]
-    steps_per_epoch = -(-len(X_train) // args.batch)
+    steps_per_epoch = len(X_train) // args.batch  # the ragged last batch is dropped
     step_losses, epoch_losses = [], []
     with tqdm(total=args.epochs * steps_per_epoch, desc="training", unit="step") as bar:
         for epoch in range(1, args.epochs + 1):
             order = rng.permutation(len(X_train))
             losses = []
-            for start in range(0, len(order), args.batch):
-                idx = order[start:start + args.batch]
+            for step in range(steps_per_epoch):
+                idx = order[step * args.batch:(step + 1) * args.batch]
                 loss, grads = step_graph(params, X_train[idx], onehot[idx], args.shards)
                 value, *gradients = tg.compute(loss, *grads, scheduler=args.scheduler)
                 lr = args.lr * (1 - bar.n / bar.total)  # linear decay settles the last epochs
@@ -152,10 +152,14 @@ def main(argv=None):
 
     steps_per_epoch = len(step_losses) // args.epochs
     plot_losses(step_losses, epoch_losses, steps_per_epoch, args.out / "loss.png")
+    # two shards show the pattern; graphviz's layout takes ~20x longer for four
+    shards = min(args.shards, 2)
     loss, grads = step_graph(params, X_train[:args.batch], np.eye(10)[y_train[:args.batch]],
-                             args.shards)
+                             shards)
     tg.visualize(loss, *grads, filename=args.out / "mlp_step.svg")
-    print(f"wrote {args.out / 'loss.png'} and {args.out / 'mlp_step.svg'}")
+    tasks = len(set(loss.graph).union(*(g.graph for g in grads)))
+    print(f"wrote {args.out / 'loss.png'} and {args.out / 'mlp_step.svg'} "
+          f"(one step with {shards} shards: {tasks} tasks)")
 
 
 if __name__ == "__main__":
