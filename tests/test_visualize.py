@@ -152,9 +152,14 @@ def test_several_objects_and_containers_share_one_drawing():
     assert "label=add" in source and "label=mul" in source
 
 
-def test_a_raw_graph_can_be_drawn():
+def test_a_raw_graph_can_be_drawn_alone_or_with_delayeds():
     source = build_graph(dict(sum_of_squares(2).graph)).source
     assert "label=sum_list" in source
+    extra = square(7) + 1
+    source = build_graph(dict(sum_of_squares(2).graph), extra).source
+    assert "label=sum_list" in source and "label=add" in source
+    assert source.count("label=square") == 3
+    assert extra.key in source
 
 
 def test_name_replaces_function_name_in_label():
@@ -183,7 +188,8 @@ def test_verbose_labels_results_with_keys():
 
 # ---------------------------------------------------------------- escaping
 
-HOSTILE = ['<lambda>', 'a<b>&"c"{d}', '<b>bold</b>', 'back\\slash\\n', '{x|y}', '&amp;', "tab\tnl\n"]
+HOSTILE = ['<lambda>', 'a<b>&"c"{d}', '<b>bold</b>', 'back\\slash\\n', '{x|y}', '&amp;',
+           "tab\tnl\n"]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -266,6 +272,17 @@ def test_color_by_time_uses_profile_and_needs_one():
     assert fill_of(source, "slow") != fill_of(source, "square")
     assert re.search(r'tooltip="slow-\w+: [\d.]+ ms"', source)
     assert "run time" in source  # legend explains the scale
+
+
+def test_color_by_order_follows_a_profiled_run():
+    a, b = square(1), square(2)
+    d = sum_list([a, b])
+    with tg.Profiler() as prof:
+        d.compute(scheduler="sync")
+    first = min(prof.results, key=lambda r: r.start).key
+    source = build_graph(d, color="order", profile=prof).source
+    assert re.search(rf'tooltip="{first}: #1 run"', source)
+    assert re.search(rf'tooltip="{d.key}: #3 run"', source)
 
 
 def test_bad_color_is_an_error():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import graphviz
 
-from .delayed import Delayed, collect_graph, funcname, unpack_delayed
+from .delayed import collect_graph, funcname, unpack_delayed
 from .graph import Literal, Task, postorder
 
 __all__ = ["visualize", "repr_mimebundle", "build_graph", "GraphvizNotFoundError"]
@@ -70,7 +70,7 @@ def escape(text, limit=MAX_LABEL):
 
 
 def key_name(key):
-    """The readable part of a key, its tokens dropped: ``'vjp-mul-3fa9c0e12-0'`` -> ``'vjp-mul-0'``."""
+    """The readable part of a key, tokens dropped: ``'vjp-mul-3fa9c0e12-0'`` -> ``'vjp-mul-0'``."""
     if isinstance(key, tuple) and key:
         key = key[0]
     text = str(key)
@@ -101,23 +101,19 @@ def value_summary(value):
 
 def _graph_and_outputs(objs):
     """The graph to draw and its requested keys, from Delayeds, containers or graphs."""
-    graph, outputs = {}, []
-    delayeds = {}
+    graph, outputs, delayeds = {}, [], {}
     for obj in objs:
         if isinstance(obj, dict) and obj and all(isinstance(t, Task) for t in obj.values()):
+            needed = {dep for task in obj.values() for dep in task.dependencies}
+            outputs += [k for k in obj if k not in needed]  # a raw graph's roots
             graph.update(obj)
             continue
         _, found = unpack_delayed(obj)
-        if not found and not isinstance(obj, Delayed):
+        if not found:
             raise TypeError(f"visualize expects Delayed objects or task graphs, got {obj!r}")
         delayeds.update(found)
-    if delayeds:
-        graph.update(collect_graph(delayeds.values()))
-        outputs = list(delayeds)
-    else:
-        needed = {dep for task in graph.values() for dep in task.dependencies}
-        outputs = [k for k in graph if k not in needed]
-    return graph, outputs
+    graph.update(collect_graph(delayeds.values()))
+    return graph, list(dict.fromkeys([*outputs, *delayeds]))
 
 
 def _ramp(fraction):
@@ -129,7 +125,7 @@ def _ramp(fraction):
 
 
 def _shades(graph, outputs, color, profile):
-    """Per-key (position on the colour ramp in [0, 1], tooltip) for ``color='order'`` or ``'time'``."""
+    """Per key: (position on the colour ramp in [0, 1], tooltip), for ``color=``."""
     if color not in COLORINGS:
         raise ValueError(f"color must be one of {COLORINGS}, got {color!r}")
     if color is None:
