@@ -279,7 +279,7 @@ def test_color_by_order_follows_a_profiled_run():
     d = sum_list([a, b])
     with tg.Profiler() as prof:
         d.compute(scheduler="sync")
-    first = min(prof.results, key=lambda r: r.start).key
+    first = min(enumerate(prof.results), key=lambda ir: (ir[1].start, ir[0]))[1].key
     source = build_graph(d, color="order", profile=prof).source
     assert re.search(rf'tooltip="{first}: #1 run"', source)
     assert re.search(rf'tooltip="{d.key}: #3 run"', source)

@@ -142,7 +142,8 @@ def _shades(graph, outputs, color, profile):
         top = max(times.values(), default=0.0) or 1.0
         return {k: (t / top, f"{t * 1e3:.3g} ms") for k, t in times.items()}
     if records:
-        ran = sorted((r.start, r.end, k) for k, r in records.items() if k in graph)
+        # ties in start time (fast tasks) keep the order the run reported them in
+        ran = sorted((r.start, i, k) for i, (k, r) in enumerate(records.items()) if k in graph)
         order = [k for _, _, k in ran]
     else:
         order = [k for k in postorder(graph, outputs) if type(graph[k]) is not Literal]
