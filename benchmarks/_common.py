@@ -28,7 +28,8 @@ def median_time(fn, repeat=5, warmup=1):
     return statistics.median(times)
 
 
-def _spin(n):
+def spin(n):
+    """Pure-Python CPU-bound work (holds the GIL)."""
     total = 0
     for i in range(n):
         total += i * i % 7
@@ -37,7 +38,7 @@ def _spin(n):
 
 def _spin_timed(n, queue):
     start = time.perf_counter()
-    _spin(n)
+    spin(n)
     queue.put(time.perf_counter() - start)
 
 

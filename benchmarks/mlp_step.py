@@ -73,13 +73,18 @@ def numpy_step(params, x, onehot):
 
 # ---------------------------------------------------------------- taskgrad
 
-def tnp_loss(x, onehot, W1, b1, W2, b2, W3, b3):
-    h1 = tnp.maximum(x @ W1 + b1, 0.0)
-    h2 = tnp.maximum(h1 @ W2 + b2, 0.0)
+def mlp_loss(m, x, onehot, W1, b1, W2, b2, W3, b3):
+    """The loss written once for any NumPy-like module ``m`` (``tnp``, ``autograd.numpy``)."""
+    h1 = m.maximum(x @ W1 + b1, 0.0)
+    h2 = m.maximum(h1 @ W2 + b2, 0.0)
     z = h2 @ W3 + b3
-    z = z - tnp.max(z, axis=1, keepdims=True)
-    logp = z - tnp.log(tnp.sum(tnp.exp(z), axis=1, keepdims=True))
-    return -tnp.mean(tnp.sum(onehot * logp, axis=1))
+    z = z - m.max(z, axis=1, keepdims=True)
+    logp = z - m.log(m.sum(m.exp(z), axis=1, keepdims=True))
+    return -m.mean(m.sum(onehot * logp, axis=1))
+
+
+def tnp_loss(x, onehot, *params):
+    return mlp_loss(tnp, x, onehot, *params)
 
 
 @tg.delayed
@@ -138,13 +143,7 @@ def autograd_parts():
     import autograd.numpy as anp
 
     def loss(params, x, onehot):
-        W1, b1, W2, b2, W3, b3 = params
-        h1 = anp.maximum(x @ W1 + b1, 0.0)
-        h2 = anp.maximum(h1 @ W2 + b2, 0.0)
-        z = h2 @ W3 + b3
-        z = z - anp.max(z, axis=1, keepdims=True)
-        logp = z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))
-        return -anp.mean(anp.sum(onehot * logp, axis=1))
+        return mlp_loss(anp, x, onehot, *params)
 
     value_and_grad = autograd.value_and_grad(loss)
 

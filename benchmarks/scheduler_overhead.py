@@ -19,7 +19,7 @@ import dask
 import numpy as np
 
 import taskgrad as tg
-from _common import median_time, print_probe, print_table
+from _common import median_time, print_probe, print_table, spin
 
 
 def inc(x):
@@ -28,14 +28,6 @@ def inc(x):
 
 def add(x, y):
     return x + y
-
-
-def spin(n):
-    """Pure-Python CPU-bound work (holds the GIL)."""
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
 
 
 def tree_sum(items, add_fn):
@@ -178,10 +170,14 @@ def main():
                 ["chain length", "build", "build / node", "run (sync)"],
                 chain_build_scaling(sizes))
 
+    print()
+    before = print_probe()
+    rows = speedup_rows(args.quick)
+    after = print_probe()
     print_table("Parallel speed-ups (medians)",
-                ["library", "workload", "comparison", "sync", "parallel", "speed-up"],
-                speedup_rows(args.quick))
-    print(f"\n(the core probe above allowed at most {available:.2f}x in this run)")
+                ["library", "workload", "comparison", "sync", "parallel", "speed-up"], rows)
+    print(f"\n(core probes: {available:.2f}x at the start, {before:.2f}x just before and "
+          f"{after:.2f}x just after the parallel runs; 2.00x = a whole second core free)")
 
 
 if __name__ == "__main__":

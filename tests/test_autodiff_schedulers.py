@@ -14,16 +14,11 @@ from test_autodiff_mlp import layered_loss, make_problem, tnp_loss
 
 
 @pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
+def client(dask_client):
+    """The session's cluster, with this module's functions sent by value to its workers."""
     for name in (__name__, "test_autodiff_mlp"):
         cloudpickle.register_pickle_by_value(sys.modules[name])
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    yield dask_client
     for name in (__name__, "test_autodiff_mlp"):
         cloudpickle.unregister_pickle_by_value(sys.modules[name])
 

@@ -5,21 +5,7 @@ import numpy as np
 import pytest
 
 import taskgrad as tg
-
-
-@tg.delayed
-def inc(x):
-    return x + 1
-
-
-@tg.delayed
-def add(x, y):
-    return x + y
-
-
-@tg.delayed
-def fail(x):
-    raise KeyError(f"missing {x}")
+from tasks import add, fail, inc
 
 
 def test_delayed_is_a_dask_collection():
@@ -82,11 +68,16 @@ def test_distributed_uses_both_workers(dask_client):
 
 def test_distributed_error_keeps_type_and_names_task(dask_client):
     bad = fail(inc(1))
-    with pytest.raises(KeyError, match="missing 2") as info:
+    with pytest.raises(ZeroDivisionError, match="cannot use 2") as info:
         add(bad, 1).compute(scheduler=dask_client)
     assert any(bad.key in note for note in getattr(info.value, "__notes__", []))
 
 
 def test_distributed_persist(dask_client):
     (p,) = tg.persist(add(inc(1), 1), scheduler=dask_client)
+    assert p.compute(scheduler="sync") == 3
+
+
+def test_dask_persist_with_a_default_distributed_client(dask_client):
+    (p,) = dask.persist(add(inc(1), 1), scheduler=dask_client)
     assert p.compute(scheduler="sync") == 3

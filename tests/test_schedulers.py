@@ -13,23 +13,9 @@ import numpy as np
 import pytest
 
 import taskgrad as tg
+from tasks import add, fail, inc
 
 SCHEDULERS = ["sync", "threads", "processes"]
-
-
-@tg.delayed
-def inc(x):
-    return x + 1
-
-
-@tg.delayed
-def add(x, y):
-    return x + y
-
-
-@tg.delayed
-def fail(x):
-    raise ZeroDivisionError(f"cannot use {x}")
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

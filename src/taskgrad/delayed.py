@@ -300,7 +300,12 @@ def _first(results):
 
 def _rebuild_persisted(dsk, key, length, rename=None):
     key = (rename or {}).get(key, key)
-    return Delayed(key, Literal(key, dsk[key]), (), length)
+    value = dsk[key]
+    if type(value).__name__ == "Future" and hasattr(value, "result"):
+        # dask.persist on a distributed cluster hands back a Future; our leaves
+        # hold values, so fetch it (the local schedulers cannot resolve futures)
+        value = value.result()
+    return Delayed(key, Literal(key, value), (), length)
 
 
 class DelayedAttr(Delayed):

@@ -10,6 +10,9 @@ of a million tasks is ordered with an explicit stack.
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from itertools import chain
+from operator import attrgetter
 
 __all__ = [
     "Ref",
@@ -17,6 +20,7 @@ __all__ = [
     "CycleError",
     "MissingDependencyError",
     "postorder",
+    "count_readers",
     "execute",
 ]
 
@@ -296,6 +300,11 @@ def postorder(graph, roots):
                 done.add(key)
                 order.append(key)
     return order
+
+
+def count_readers(tasks):
+    """How many of ``tasks`` read each key (a Counter; C-speed counting)."""
+    return Counter(chain.from_iterable(map(attrgetter("dependencies"), tasks)))
 
 
 def _cycle_message(stack, entered, done, dep, key):

@@ -81,7 +81,7 @@ def _collect(root):
 
 
 def _view(d, nodes):
-    """``(func, args, kwargs, dependency keys)`` to differentiate for node ``d``.
+    """``(func, args, kwargs, dependency keys, fill plan)`` to differentiate for node ``d``.
 
     A ``tape_vjp`` task reads an opaque tape; to differentiate it we look at
     what it computes, ``retrace_vjp`` of the traced function's arguments.

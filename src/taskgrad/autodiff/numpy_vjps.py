@@ -10,7 +10,6 @@ while it runs: that makes backward tasks differentiable (higher order).
 from __future__ import annotations
 
 import operator
-import string
 
 import numpy as np
 

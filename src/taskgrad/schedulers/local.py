@@ -19,7 +19,7 @@ from heapq import heapify, heappop, heappush
 
 from ..callbacks import active_callbacks
 from ..gcpause import gc_paused
-from ..graph import Literal, execute, postorder
+from ..graph import Literal, count_readers, execute, postorder
 from .plan import Plan
 
 
@@ -67,10 +67,7 @@ def run_sync(graph, keys, callbacks=()):
     with gc_paused():
         order = postorder(graph, keys)
         wanted = set(keys)
-        remaining = dict.fromkeys(order, 0)
-        for key in order:
-            for dep in graph[key].dependencies:
-                remaining[dep] += 1
+        remaining = count_readers(map(graph.__getitem__, order))
     results = {}
     for cb in callbacks:
         cb._start(graph)

@@ -10,7 +10,7 @@ running low numbers first finishes one branch before starting the next.
 
 from __future__ import annotations
 
-from ..graph import Literal, postorder
+from ..graph import Literal, count_readers, postorder
 
 
 class Plan:
@@ -32,13 +32,8 @@ class Plan:
         self.outputs = outputs = list(dict.fromkeys(outputs))
         self.order = order = postorder(graph, outputs)
         wanted = set(outputs)
-        tasks = [graph[key] for key in order]
-
-        # how many tasks read each key (each reader counted once)
-        readers = dict.fromkeys(order, 0)
-        for task in tasks:
-            for dep in task.dependencies:
-                readers[dep] += 1
+        tasks = list(map(graph.__getitem__, order))
+        readers = count_readers(tasks)
 
         self.values = values = {}
         self.units = units = []
