@@ -11,15 +11,11 @@ import taskgrad as tg
 from taskgrad.diagnostics import ROLE_COLORS
 from taskgrad.delayed import collect_graph
 from taskgrad.graph import Literal, Task
+from tasks import inc
 
 matplotlib.use("Agg")
 
 SCHEDULERS = ["sync", "threads", "processes"]
-
-
-@tg.delayed
-def inc(x):
-    return x + 1
 
 
 @tg.delayed
