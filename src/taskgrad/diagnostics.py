@@ -75,8 +75,7 @@ class ProgressBar(Callback):
         self.bar = tqdm(**kwargs)
 
     def posttask(self, info):
-        if not info.literal:
-            self.bar.update(1)
+        self.bar.update(1)
 
     def finish(self, graph, errored):
         if errored:
@@ -120,8 +119,6 @@ class Profiler(Callback):
         self._graph = graph
 
     def posttask(self, info):
-        if info.literal:
-            return
         task = self._graph[info.key]
         self.results.append(TaskRecord(info.key, task_label(task), task.role,
                                        info.start, info.end, info.worker))
