@@ -279,3 +279,17 @@ def test_ctrl_c_cancels_and_leaves_no_orphans(tmp_path, scheduler):
     time.sleep(0.2)
     for kid in kids:
         assert not os.path.exists(f"/proc/{kid}") or open(f"/proc/{kid}/stat").read().split()[2] == "Z"
+
+
+def test_callbacks_report_the_same_tasks_on_every_scheduler():
+    """Leaves only hold values: no scheduler reports them as tasks that ran."""
+    leaf = tg.delayed(10, name="ten")
+    total = add(inc(leaf), leaf)
+    reported = {}
+    for scheduler in SCHEDULERS:
+        seen = []
+        total.compute(scheduler=scheduler, callbacks=[tg.Callback(
+            posttask=lambda info: seen.append(info.key))])
+        reported[scheduler] = sorted(seen)
+    assert reported["sync"] == reported["threads"] == reported["processes"]
+    assert "ten" not in reported["sync"] and len(reported["sync"]) == 2

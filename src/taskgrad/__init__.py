@@ -6,10 +6,15 @@ from .delayed import Delayed, delayed
 from .graph import CycleError, MissingDependencyError, Task
 from .schedulers import WorkerDiedError, get
 
+# visualize and diagnostics
+from .diagnostics import Profiler, ProgressBar
+from .visualize import visualize
+
 __all__ = [
     "Callback", "CycleError", "Delayed", "MissingDependencyError", "Task", "TaskInfo",
     "WorkerDiedError", "compute", "delayed", "get", "persist",
 ]
+__all__ += ["Profiler", "ProgressBar", "visualize"]  # visualize and diagnostics
 
 # static graphs
 from .placeholder import PlaceholderError, placeholder  # noqa: E402

@@ -8,6 +8,7 @@ that called ``compute``:
 - ``pretask(key)`` when a task is handed to a worker (or about to run);
 - ``posttask(info)`` when it has finished, ``info`` being a :class:`TaskInfo`
   with its start and end time (``time.time()`` in the worker) and worker id;
+  leaves that only hold a value are not tasks that run, and are not reported;
 - ``finish(graph, errored)`` at the end, also after a failure.
 
 Subclass and override the methods, or pass functions to the constructor.
@@ -29,7 +30,6 @@ class TaskInfo(NamedTuple):
     start: float
     end: float
     worker: int
-    literal: bool
 
 
 class Callback:

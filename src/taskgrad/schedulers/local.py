@@ -19,7 +19,7 @@ from heapq import heapify, heappop, heappush
 
 from ..callbacks import active_callbacks
 from ..gcpause import gc_paused
-from ..graph import Literal, count_readers, execute, postorder
+from ..graph import count_readers, execute, postorder
 from .plan import Plan
 
 
@@ -75,7 +75,8 @@ def run_sync(graph, keys, callbacks=()):
     try:
         for key in order:
             task = graph[key]
-            if callbacks:
+            watched = callbacks and task.func is not None
+            if watched:
                 for cb in callbacks:
                     cb._pretask(key)
                 start = time.time()
@@ -83,8 +84,8 @@ def run_sync(graph, keys, callbacks=()):
                 results[key] = execute(task, results)
             except BaseException as exc:
                 raise add_task_note(exc, key)
-            if callbacks:
-                info = (key, start, time.time(), 0, type(task) is Literal)
+            if watched:
+                info = (key, start, time.time(), 0)
                 for cb in callbacks:
                     cb._posttask(info)
             for dep in task.dependencies:
@@ -142,7 +143,7 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
 
     def report(timings, worker):
         for key, start, end in timings:
-            info = (key, start, end, worker, False)
+            info = (key, start, end, worker)
             for cb in callbacks:
                 cb._posttask(info)
 

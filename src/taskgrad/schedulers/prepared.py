@@ -99,7 +99,7 @@ class PreparedRun:
                 if callbacks:
                     for key, start, end in timings:
                         for cb in callbacks:
-                            cb._posttask((key, start, end, 0, False))
+                            cb._posttask((key, start, end, 0))
                 for key in release:
                     del results[key]
             errored = False
