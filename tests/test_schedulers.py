@@ -39,6 +39,7 @@ def test_default_scheduler_is_threads():
     @tg.delayed
     def where():
         seen.append(threading.current_thread().name)
+        time.sleep(0.02)  # long enough for the second worker to take some
         return 1
 
     tg.compute(*[where() for _ in range(8)])

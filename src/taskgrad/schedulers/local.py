@@ -1,19 +1,21 @@
 """The scheduler loop: run a graph in dependency order on this machine.
 
 ``run_sync`` runs the depth-first order in the calling thread.  ``run_parallel``
-is one event loop that keeps a heap of ready units (fused chains, see
-``plan.py``), hands them in batches to an executor (threads or processes),
-and, as each batch comes back, releases every value nothing still needs and
-makes newly ready units available.  A lone ready unit with no other work in
-flight runs in the calling thread when the executor allows it: a round trip
-would only add latency.
+runs the same plan on several workers that share one state (``SharedRun``): a
+heap of ready units (fused chains, see ``plan.py``) in priority order, the
+count of missing inputs of each unit and the reference count of each value.
+A worker takes a batch of ready units, has the executor run it (in this
+thread, or in a worker process), then releases every value nothing still
+needs and makes newly ready units available, for itself or another worker.
 
 Modelled on dask's ``dask/local.py`` (``get_async``), with the per-task work
-moved out of the loop: counts are precomputed and workers get batches.
+moved out of the loop: counts are precomputed, workers take batches and whole
+chains, and no central thread stands between a finished task and the next.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from heapq import heapify, heappop, heappush
 
@@ -102,7 +104,7 @@ def run_sync(graph, keys, callbacks=()):
 
 
 def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
-    """Run ``graph`` with ``executor`` and return the values of ``keys`` in order.
+    """Run ``graph`` on ``executor``'s workers and return the values of ``keys`` in order.
 
     A ``plan`` prepared earlier (``Plan(graph, keys)``) may be reused; ``values``
     then replaces the values of some of its literal leaves for this run.
@@ -110,91 +112,136 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
     if plan is None:
         with gc_paused():
             plan = Plan(graph, keys)
-    units, unit_key, unit_inputs = plan.units, plan.unit_key, plan.unit_inputs
-    consumers, refcount, waiting = plan.consumers, dict(plan.refcount), list(plan.waiting)
-    results = dict(plan.values)
-    if values:
-        results.update(values)
-    timed = bool(callbacks)
-    ready = [u for u, w in enumerate(waiting) if w == 0]
-    heapify(ready)
-    remaining = len(units)
-    in_flight = {}
-    next_batch = 0
-
-    def finish(u):
-        for k in unit_inputs[u]:
-            left = refcount[k] - 1
-            if left:
-                refcount[k] = left
-            else:
-                del results[k]
-        for c in consumers.get(unit_key[u], ()):
-            left = waiting[c] - 1
-            waiting[c] = left
-            if not left:
-                heappush(ready, c)
-
-    def announce(batch):
-        for u in batch:
-            for task in units[u]:
-                for cb in callbacks:
-                    cb._pretask(task.key)
-
-    def report(timings, worker):
-        for key, start, end in timings:
-            info = (key, start, end, worker)
-            for cb in callbacks:
-                cb._posttask(info)
-
+    run = SharedRun(graph, plan, executor, callbacks, values)
     for cb in callbacks:
         cb._start(graph)
     errored = True
-    executor.start(results)
+    executor.start(run.results)
     try:
-        while remaining:
-            while ready and len(in_flight) < executor.max_in_flight:
-                if not in_flight and len(ready) == 1 and executor.inline:
-                    u = heappop(ready)
-                    timings = [] if timed else None
-                    if timed:
-                        announce([u])
-                    try:
-                        run_unit(units[u], results, timings)
-                    except TaskFailed as failed:
-                        raise add_task_note(failed.exc, failed.key) from None
-                    if timed:
-                        report(timings, 0)
-                    remaining -= 1
-                    finish(u)
-                    continue
-                size = min(executor.max_batch, max(1, len(ready) // executor.max_in_flight))
-                batch = [heappop(ready) for _ in range(min(size, len(ready)))]
-                if timed:
-                    announce(batch)
-                executor.submit(next_batch, [units[u] for u in batch],
-                                [unit_inputs[u] for u in batch], timed)
-                in_flight[next_batch] = batch
-                next_batch += 1
-            if not remaining:
-                break
-            if not in_flight:
-                raise RuntimeError(f"scheduler stalled with {remaining} units left (a bug)")
-            batch_id, outputs, timings, worker = executor.wait()
-            batch = in_flight.pop(batch_id)
-            if outputs is not None:
-                results.update(outputs)
-            if timed:
-                report(timings, worker)
-            remaining -= len(batch)
-            for u in batch:
-                finish(u)
+        run.work(0)  # the calling thread is worker 0
+        if run.failure is not None:
+            raise run.failure
         errored = False
+    except BaseException as exc:  # Ctrl-C here, or a worker's failure
+        run.fail(exc)
+        raise
     finally:
         executor.stop(errored)
         for cb in callbacks:
             cb._finish(graph, errored)
-    return [results[k] for k in keys]
+    return [run.results[k] for k in keys]
+
+
+class SharedRun:
+    """The state of one run, shared by its workers under one lock.
+
+    Each worker loops: take a batch of ready units (highest priority first),
+    run it without the lock, then under the lock store its outputs, release
+    the inputs nothing else needs, and make newly ready units available.  A
+    worker that finishes a unit usually takes the next one itself, so there
+    is no round trip through a central thread; the calling thread is one of
+    the workers, so a graph with no parallelism never leaves it.  Helper
+    threads start only once two units are ready at the same time.
+    """
+
+    def __init__(self, graph, plan, executor, callbacks, values):
+        self.graph = graph
+        self.plan = plan
+        self.executor = executor
+        self.callbacks = callbacks
+        self.refcount = dict(plan.refcount)
+        self.waiting = list(plan.waiting)
+        self.results = dict(plan.values)
+        if values:
+            self.results.update(values)
+        self.ready = [u for u, w in enumerate(self.waiting) if w == 0]
+        heapify(self.ready)
+        self.remaining = len(plan.units)
+        self.failure = None
+        self.cond = threading.Condition()
+        self.helpers = []
+
+    def work(self, worker):
+        """Take, run and finish batches until the graph is done or has failed."""
+        plan, cond, executor = self.plan, self.cond, self.executor
+        timed = bool(self.callbacks)
+        batch = None
+        while True:
+            with cond:
+                if batch is not None:
+                    self._finish(batch, outputs, timings, worker_id)
+                while not self.ready and self.remaining and self.failure is None:
+                    cond.wait()
+                if self.failure is not None or not self.remaining:
+                    return
+                batch = self._take()
+            try:
+                outputs, timings, worker_id = executor.run(
+                    worker, [plan.units[u] for u in batch],
+                    [plan.unit_inputs[u] for u in batch], timed)
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                self.fail(exc.exc if isinstance(exc, TaskFailed) else exc,
+                          getattr(exc, "key", None))
+                return
+
+    def fail(self, exc, key=None):
+        """Record the first failure and wake every worker so that they stop."""
+        with self.cond:
+            if self.failure is None:
+                self.failure = add_task_note(exc, key) if key is not None else exc
+            self.cond.notify_all()
+
+    def _take(self):
+        ready = self.ready
+        executor = self.executor
+        size = min(executor.max_batch, max(1, len(ready) // (2 * executor.num_workers)))
+        batch = [heappop(ready) for _ in range(min(size, len(ready)))]
+        if self.callbacks:
+            for u in batch:
+                for task in self.plan.units[u]:
+                    for cb in self.callbacks:
+                        cb._pretask(task.key)
+        if ready:
+            if not self.helpers and executor.num_workers > 1:
+                self._start_helpers()
+            self.cond.notify()
+        return batch
+
+    def _start_helpers(self):
+        for worker in range(1, self.executor.num_workers):
+            t = threading.Thread(target=self.work, args=(worker,), daemon=True,
+                                 name=f"taskgrad-worker-{worker}")
+            t.start()
+            self.helpers.append(t)
+
+    def _finish(self, batch, outputs, timings, worker_id):
+        plan, refcount, waiting, results = self.plan, self.refcount, self.waiting, self.results
+        if outputs:
+            results.update(outputs)
+        if timings:
+            for key, start, end in timings:
+                info = (key, start, end, worker_id)
+                for cb in self.callbacks:
+                    cb._posttask(info)
+        newly_ready = 0
+        for u in batch:
+            for k in plan.unit_inputs[u]:
+                left = refcount[k] - 1
+                if left:
+                    refcount[k] = left
+                else:
+                    del results[k]
+            for c in plan.consumers.get(plan.unit_key[u], ()):
+                left = waiting[c] - 1
+                waiting[c] = left
+                if not left:
+                    heappush(self.ready, c)
+                    newly_ready += 1
+        self.remaining -= len(batch)
+        if not self.remaining:
+            self.cond.notify_all()
+        elif newly_ready > 1:
+            self.cond.notify(newly_ready - 1)  # this worker takes one itself
 
 
 def active(callbacks):

@@ -22,7 +22,6 @@ import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from queue import SimpleQueue
 
 import cloudpickle
 
@@ -156,39 +155,31 @@ def _dumps_batch(units, values, timed):
 
 
 class ProcessExecutor:
-    inline = False  # everything runs in the workers, as the user asked
+    """Each worker thread of the run drives one batch at a time through the pool."""
+
     max_batch = 1000
 
     def __init__(self, num_workers=None):
         self.num_workers = num_workers or os.cpu_count() or 1
-        self.max_in_flight = 2 * self.num_workers
 
     def start(self, results):
         self.results = results
-        self.done = SimpleQueue()
-        self.pool = None
-        self.in_flight = {}
+        self.pool = _get_pool(self.num_workers)
+        self.procs = _processes(self.pool)
 
-    def submit(self, batch_id, units, inputs, timed):
+    def run(self, worker, units, inputs, timed):
+        """Ship ``units`` and their input values to a process; return its outputs."""
         results = self.results
         values = {k: results[k] for keys in inputs for k in keys}
         data = _dumps_batch(units, values, timed)
-        if self.pool is None:
-            self.pool = _get_pool(self.num_workers)
         future = self.pool.submit(run_batch, data)
-        self.procs = _processes(self.pool)  # kept: a broken pool forgets its processes
-        self.in_flight[batch_id] = [t.key for unit in units for t in unit]
-        future.add_done_callback(lambda f, b=batch_id: self.done.put((b, f)))
-
-    def wait(self):
-        batch_id, future = self.done.get()
-        keys = self.in_flight.pop(batch_id)
+        self.procs = _processes(self.pool) or self.procs  # a broken pool forgets them
         try:
             status, body, timings, pid = future.result()
         except BrokenProcessPool:
+            keys = [t.key for unit in units for t in unit]
             codes = _exit_codes(self.procs)
-            running = keys + [k for ks in self.in_flight.values() for k in ks]
-            shown = ", ".join(map(repr, running[:5])) + (" ..." if len(running) > 5 else "")
+            shown = ", ".join(map(repr, keys[:5])) + (" ..." if len(keys) > 5 else "")
             raise WorkerDiedError(
                 f"a worker process died unexpectedly (exit code {codes or 'unknown'}) "
                 f"while running one of the tasks {shown}; the process pool was shut down"
@@ -196,10 +187,9 @@ class ProcessExecutor:
             ) from None
         if status == "error":
             key, data, tb = body
-            exc = pickle.loads(data)
-            raise exc from RemoteTraceback(tb)
-        return batch_id, pickle.loads(body), timings, pid
+            raise pickle.loads(data) from RemoteTraceback(tb)
+        return pickle.loads(body), timings, pid
 
     def stop(self, errored):
-        if errored and self.pool is not None:
+        if errored:
             _discard_pool(self.num_workers)
