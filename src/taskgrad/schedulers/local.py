@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from queue import SimpleQueue
 from heapq import heapify, heappop, heappush
 
 from ..callbacks import active_callbacks
@@ -132,6 +133,32 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
     return [run.results[k] for k in keys]
 
 
+_helpers = {}
+_helpers_lock = threading.Lock()
+
+
+def _helper(worker):
+    """The queue of helper thread ``worker``, started on first use and kept.
+
+    Keeping the threads saves starting them on every run and keeps their
+    memory arenas warm; an idle helper just waits on its queue.
+    """
+    with _helpers_lock:
+        queue = _helpers.get(worker)
+        if queue is None:
+            queue = _helpers[worker] = SimpleQueue()
+            threading.Thread(target=_serve, args=(queue,), daemon=True,
+                             name=f"taskgrad-worker-{worker}").start()
+        return queue
+
+
+def _serve(queue):
+    while True:
+        run, worker = queue.get()
+        run.work(worker)
+        del run
+
+
 class SharedRun:
     """The state of one run, shared by its workers under one lock.
 
@@ -209,10 +236,8 @@ class SharedRun:
 
     def _start_helpers(self):
         for worker in range(1, self.executor.num_workers):
-            t = threading.Thread(target=self.work, args=(worker,), daemon=True,
-                                 name=f"taskgrad-worker-{worker}")
-            t.start()
-            self.helpers.append(t)
+            _helper(worker).put((self, worker))
+            self.helpers.append(worker)
 
     def _finish(self, batch, outputs, timings, worker_id):
         plan, refcount, waiting, results = self.plan, self.refcount, self.waiting, self.results
