@@ -1,8 +1,10 @@
 """Callbacks: hooks that watch a run (progress bars, profilers, users' own tools).
 
 As in dask, a ``Callback`` is active inside ``with cb:`` (or passed to
-``compute(callbacks=[...])``), and the scheduler calls, always from the thread
-that called ``compute``:
+``compute(callbacks=[...])``), and the scheduler calls, one call at a time
+(the parallel schedulers hold the run's lock), ``start`` and ``finish`` from
+the thread that called ``compute`` and the task hooks from whichever worker
+thread took or finished the task:
 
 - ``start(graph)`` before anything runs;
 - ``pretask(key)`` when a task is handed to a worker (or about to run);

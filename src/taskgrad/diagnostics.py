@@ -12,7 +12,7 @@ Both work as dask users know them, on every local scheduler (``sync``,
 
 Your own tools subclass ``Callback`` and override ``start(graph)``,
 ``pretask(key)``, ``posttask(info)`` and ``finish(graph, errored)``; the
-scheduler calls them from the thread that called ``compute`` (see
+scheduler calls them one at a time, so they need no locks of their own (see
 ``taskgrad.callbacks``).  Leaves (``Literal`` tasks) hold values and never run,
 so neither tool counts them.
 """
