@@ -331,6 +331,11 @@ def test_repr_mimebundle_include_exclude_and_large_graphs():
     assert set(bundle) == {"text/plain"} and ".visualize()" in bundle["text/plain"]
 
 
+def test_repr_svg_for_svg_only_frontends():
+    assert "square" in svg_texts(sum_of_squares()._repr_svg_())
+    assert sum_list([square(i) for i in range(300)])._repr_svg_() is None
+
+
 def test_ipython_formatter_uses_the_bundle():
     from IPython.core.formatters import DisplayFormatter
 

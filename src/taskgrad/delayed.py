@@ -15,6 +15,8 @@ import os
 import sys
 import types
 
+import numpy as np
+
 from .graph import Literal, Pack, Ref, Task
 
 __all__ = ["Delayed", "delayed", "DelayedFunction", "collect_graph", "unpack_delayed"]
@@ -127,9 +129,23 @@ def _check_same(key, a, b):
 
 # ---------------------------------------------------------------- Delayed
 
+_ATOMS = frozenset([int, float, complex, str, bytes, bool, type(None), np.ndarray])
+
+
 def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout=None):
     deps = {}
-    targs = tuple([_to_template(a, deps) for a in args])
+    # the common arguments (Delayeds, numbers, arrays) inline: this runs once per node
+    targs = []
+    for a in args:
+        cls = type(a)
+        if cls in _ATOMS:
+            targs.append(a)
+        elif cls is Delayed and a._key not in deps:
+            deps[a._key] = a
+            targs.append(Ref(a._key))
+        else:
+            targs.append(_to_template(a, deps))
+    targs = tuple(targs)
     tkwargs = {k: _to_template(v, deps) for k, v in kwargs.items()} if kwargs else None
     if key is None:
         if prefix is None:
@@ -140,6 +156,9 @@ def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout
     return Delayed(key, task, tuple(deps.values()), nout)
 
 
+_set = object.__setattr__  # Delayed's own __setattr__ refuses, to keep it immutable
+
+
 class Delayed:
     """A lazy value: the result of a task that has not run yet."""
 
@@ -147,10 +166,10 @@ class Delayed:
     __array_ufunc__ = None  # make NumPy defer to our reflected operators
 
     def __init__(self, key, task, dependencies=(), length=None):
-        object.__setattr__(self, "_key", key)
-        object.__setattr__(self, "_task", task)
-        object.__setattr__(self, "_dependencies", dependencies)
-        object.__setattr__(self, "_length", length)
+        _set(self, "_key", key)
+        _set(self, "_task", task)
+        _set(self, "_dependencies", dependencies)
+        _set(self, "_length", length)
 
     # -- identity
     @property
@@ -200,6 +219,10 @@ class Delayed:
         from .visualize import repr_mimebundle
 
         return repr_mimebundle(self, include=include, exclude=exclude)
+
+    def _repr_svg_(self):
+        """The graph as SVG (None when too large to show inline), for SVG-only frontends."""
+        return self._repr_mimebundle_(include=["image/svg+xml"]).get("image/svg+xml")
 
     # -- things a lazy value cannot answer
     def __bool__(self):

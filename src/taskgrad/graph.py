@@ -110,7 +110,7 @@ class Task:
                  role="forward"):
         self.key = key
         self.func = func
-        self.args = tuple(args)
+        self.args = args if type(args) is tuple else tuple(args)
         self.kwargs = kwargs or None
         self.pure = pure
         self.role = role
