@@ -21,6 +21,7 @@ import argparse  # noqa: E402
 import multiprocessing  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -69,6 +70,19 @@ def numpy_grads(params, x, onehot):
 def numpy_step(params, x, onehot):
     loss, grads = numpy_grads(params, x, onehot)
     return loss, [p - LR * g for p, g in zip(params, grads)]
+
+
+_halves_pool = ThreadPoolExecutor(2)
+
+
+def numpy_halves_step(params, x, onehot, threads):
+    """Hand-written NumPy on two half batches, one after the other or on two threads: the
+    ceiling for any 2-shard data-parallel speed-up on this machine, measured in the same run."""
+    half = len(x) // 2
+    parts = [(x[:half], onehot[:half]), (x[half:], onehot[half:])]
+    run = _halves_pool.map if threads else map
+    grads = [g for _, g in run(lambda part: numpy_grads(params, *part), parts)]
+    return None, [p - LR * (a + b) / 2 for p, a, b in zip(params, *grads)]
 
 
 # ---------------------------------------------------------------- taskgrad
@@ -273,6 +287,10 @@ def main():
             if torch_fns is not None:
                 grads_impls["PyTorch eager"] = torch_fns[0]
                 steps["PyTorch eager"] = torch_fns[1]
+            steps["NumPy 2 halves (one thread)"] = \
+                lambda p, x, o: numpy_halves_step(p, x, o, threads=False)
+            steps["NumPy 2 halves (2 threads)"] = \
+                lambda p, x, o: numpy_halves_step(p, x, o, threads=True)
             steps["taskgrad 2 shards (sync)"] = lambda p, x, o: sharded_step(p, x, o, "sync")
             steps["taskgrad 2 shards (threads)"] = \
                 lambda p, x, o: sharded_step(p, x, o, "threads")
@@ -292,6 +310,10 @@ def main():
                 print(f"{name:30s} {' '.join(cells)}")
             speedup = wall["taskgrad 2 shards (sync)"] / wall["taskgrad 2 shards (threads)"]
             print(f"2-shard data parallel (wall): threads {speedup:.2f}x faster than sync")
+            ceiling = (wall["NumPy 2 halves (one thread)"]
+                       / wall["NumPy 2 halves (2 threads)"])
+            print(f"  (ceiling in this run: hand-written NumPy halves on 2 threads "
+                  f"{ceiling:.2f}x faster than on one)")
 
 
 if __name__ == "__main__":
