@@ -193,6 +193,21 @@ def test_optimized_graph_is_smaller_and_plain():
     assert "placeholders ['x', 'W']" in repr(step) or "placeholders ['W', 'x']" in repr(step)
 
 
+def _fused_tasks(compiled):
+    from taskgrad.passes import Fused
+
+    return [t for t in compiled.graph.values() if isinstance(t.func, Fused)]
+
+
+def test_fusion_is_on_by_default_only_for_a_cluster(dask_client):
+    x = tg.placeholder("x")
+    y = tnp.exp(tnp.sin(tnp.tanh(x)))  # a linear chain
+    local_step = tg.compile(y)
+    cluster_step = tg.compile(y, scheduler=dask_client)
+    assert _fused_tasks(local_step) == [] and len(_fused_tasks(cluster_step)) == 1
+    assert local_step(x=0.5) == cluster_step(x=0.5) == np.exp(np.sin(np.tanh(0.5)))
+
+
 def test_optimize_graph_alias_and_bad_selection():
     x = tg.placeholder("x")
     assert len(tg.compile(x + 1, optimize_graph=False).graph) == 2

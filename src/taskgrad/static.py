@@ -11,7 +11,8 @@ from __future__ import annotations
 from .delayed import collect_graph, unpack_delayed
 from .gcpause import gc_paused
 from .graph import Literal, materialize
-from .optimize import COMPILE_PASSES, optimize as optimize_graph_
+from .optimize import CLUSTER_COMPILE_PASSES, COMPILE_PASSES, optimize as optimize_graph_
+from .schedulers.distributed import is_client
 from .placeholder import Placeholder, PlaceholderError
 from .schedulers.prepared import PreparedRun
 
@@ -39,7 +40,8 @@ class Compiled:
             self.source_graph = collect_graph(found.values())
             self.placeholders = _placeholders(found.values())
         self.optimize = optimize
-        self.graph = optimize_graph_(self.source_graph, keys, optimize, default=COMPILE_PASSES,
+        default = CLUSTER_COMPILE_PASSES if is_client(scheduler) else COMPILE_PASSES
+        self.graph = optimize_graph_(self.source_graph, keys, optimize, default=default,
                                      scheduler=scheduler)
         slots = {k: (Literal(k, None) if type(t) is Placeholder else t)
                  for k, t in self.graph.items()}
@@ -109,8 +111,9 @@ def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimiz
     """Prepare ``outputs`` (a Delayed, or a list/tuple of them) to run many times.
 
     ``optimize`` (alias ``optimize_graph``) selects passes as in
-    :mod:`taskgrad.optimize`: ``True`` runs all of them (cull, cse, fold,
-    inline, fuse), ``False`` none, or give names / a ``{name: bool}`` dict.
+    :mod:`taskgrad.optimize`: ``True`` the defaults (cull, cse, fold and
+    inline; fuse too on a dask.distributed Client), ``False`` none, or give
+    names / a ``{name: bool}`` dict.
     ``scheduler`` and ``num_workers`` are used for every call (and for
     folding constants).  Calling the result returns one value for a single
     Delayed, a tuple for a list or tuple.
