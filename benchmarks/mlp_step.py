@@ -12,13 +12,9 @@ measures how much of a second core is actually free during the run.
 Run: ``PYTHONPATH=src python benchmarks/mlp_step.py [--rounds N]``
 """
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+import _common  # noqa: F401  (pins BLAS to one thread before NumPy loads)
 
 import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -198,35 +194,6 @@ def torch_parts():
     return (lambda p, x, o: run(p, x, o, False)), (lambda p, x, o: run(p, x, o, True))
 
 
-# ---------------------------------------------------------------- the probe
-
-def _spin(n):
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
-
-
-def second_core_probe(n=3_000_000, repeats=3):
-    """Wall time of two CPU-bound processes at once over one alone (1.0 = a free core)."""
-    ctx = multiprocessing.get_context("spawn")
-    ratios = []
-    for _ in range(repeats):
-        one = ctx.Process(target=_spin, args=(n,))
-        t = time.perf_counter()
-        one.start()
-        one.join()
-        single = time.perf_counter() - t
-        two = [ctx.Process(target=_spin, args=(n,)) for _ in range(2)]
-        t = time.perf_counter()
-        for p in two:
-            p.start()
-        for p in two:
-            p.join()
-        ratios.append((time.perf_counter() - t) / single)
-    return statistics.median(ratios)
-
-
 # ---------------------------------------------------------------- running
 
 def check_same_gradients(impls, params, x, onehot, dtype):
@@ -267,9 +234,7 @@ def main():
     ag_grads, ag_step = autograd_parts()
     torch_fns = torch_parts()
     with threadpool_limits(limits=1):
-        probe = second_core_probe()
-        print(f"second-core probe: two CPU-bound processes take {probe:.2f}x the time of one "
-              f"(1.00 = a whole free second core, 2.00 = none)")
+        _common.print_probe()
         for dtype in (np.float64, np.float32):
             x, onehot, params = make_problem(dtype)
             grads_impls = {
@@ -314,6 +279,7 @@ def main():
                        / wall["NumPy 2 halves (2 threads)"])
             print(f"  (ceiling in this run: hand-written NumPy halves on 2 threads "
                   f"{ceiling:.2f}x faster than on one)")
+        _common.print_probe()
 
 
 if __name__ == "__main__":
