@@ -294,3 +294,15 @@ def test_callbacks_report_the_same_tasks_on_every_scheduler():
         reported[scheduler] = sorted(seen)
     assert reported["sync"] == reported["threads"] == reported["processes"]
     assert "ten" not in reported["sync"] and len(reported["sync"]) == 2
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_tasks_may_compute_graphs_themselves(scheduler):
+    """A task that calls compute (threads inside) neither deadlocks nor starves the run."""
+    @tg.delayed
+    def nested(i):
+        parts = [inc(j) for j in range(5)]
+        return sum(tg.compute(*parts, scheduler="threads")) + i
+
+    assert tg.compute(*[nested(i) for i in range(6)], scheduler=scheduler) == tuple(
+        range(15, 21))
