@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..graph import Literal, execute
 from . import executor_for, resolve
 from .distributed import run_distributed
-from .local import TaskFailed, active, add_task_note, run_parallel, run_unit
+from .local import active, add_task_note, run_parallel
 from .plan import Plan
 
 __all__ = ["PreparedRun"]
@@ -29,7 +29,7 @@ class PreparedRun:
         if self.kind == "client":  # the cluster plans the graph itself
             return
         self.plan = plan = Plan(graph, self.keys)
-        # for the in-thread loop: the inputs whose last reader is each unit
+        # the inputs whose last reader is each unit
         refcount = dict(plan.refcount)
         release = []
         for inputs in plan.unit_inputs:
@@ -39,7 +39,6 @@ class PreparedRun:
                 if not refcount[key]:
                     done.append(key)
             release.append(tuple(done))
-        self.release = release
         # the same as one flat list: each task, then the keys that die after it
         # (inside a unit, the predecessor; after its last task, the unit's inputs)
         steps = []
@@ -56,11 +55,11 @@ class PreparedRun:
             graph.update((k, Literal(k, v)) for k, v in values.items())
             return run_distributed(graph, self.keys, self.scheduler)
         callbacks = active(callbacks)
-        if self.kind == "sync":
-            if callbacks:
-                return self._run_here(values, callbacks)
+        if self.kind == "sync" and not callbacks:
             return self._run_fast(values)
-        return run_parallel(self.graph, self.keys, executor_for(self.kind, self.num_workers),
+        # with callbacks, "sync" is the shared loop with one worker: the calling thread
+        kind, workers = ("threads", 1) if self.kind == "sync" else (self.kind, self.num_workers)
+        return run_parallel(self.graph, self.keys, executor_for(kind, workers),
                             callbacks, plan=self.plan, values=values)
 
     def _run_fast(self, values):
@@ -75,35 +74,4 @@ class PreparedRun:
                     del results[key]
         except BaseException as exc:
             raise add_task_note(exc, task.key)
-        return [results[k] for k in self.keys]
-
-    def _run_here(self, values, callbacks):
-        plan = self.plan
-        results = dict(plan.values)
-        results.update(values)
-        for cb in callbacks:
-            cb._start(self.graph)
-        errored = True
-        try:
-            for unit, release in zip(plan.units, self.release):
-                timings = None
-                if callbacks:
-                    timings = []
-                    for task in unit:
-                        for cb in callbacks:
-                            cb._pretask(task.key)
-                try:
-                    run_unit(unit, results, timings)
-                except TaskFailed as failed:
-                    raise add_task_note(failed.exc, failed.key) from None
-                if callbacks:
-                    for key, start, end in timings:
-                        for cb in callbacks:
-                            cb._posttask((key, start, end, 0))
-                for key in release:
-                    del results[key]
-            errored = False
-        finally:
-            for cb in callbacks:
-                cb._finish(self.graph, errored)
         return [results[k] for k in self.keys]
