@@ -210,18 +210,26 @@ def check_same_gradients(impls, params, x, onehot, dtype):
                 (name, i, float(np.max(np.abs(g - r))), scale)
 
 
-def time_rounds(steps, params, x, onehot, rounds):
-    """Median wall and CPU (this process) time of each step, over interleaved rounds."""
+def time_rounds(steps, params, x, onehot, rounds, block=5):
+    """Median wall and CPU (this process) time of each step, over interleaved rounds.
+
+    A round runs each implementation for ``block`` steps back to back, as a
+    training loop does; single steps interleaved with other work would time the
+    second core's wake-up and cold caches instead (threads then lose up to
+    30% here), which no training loop sees.
+    """
     wall = {name: [] for name in steps}
     cpu = {name: [] for name in steps}
     for name, step in steps.items():  # warm up
         step(params, x, onehot)
     for _ in range(rounds):
         for name, step in steps.items():
-            c, t = time.process_time(), time.perf_counter()
             step(params, x, onehot)
-            wall[name].append(time.perf_counter() - t)
-            cpu[name].append(time.process_time() - c)
+            c, t = time.process_time(), time.perf_counter()
+            for _ in range(block):
+                step(params, x, onehot)
+            wall[name].append((time.perf_counter() - t) / block)
+            cpu[name].append((time.process_time() - c) / block)
     return ({name: statistics.median(ts) for name, ts in wall.items()},
             {name: statistics.median(ts) for name, ts in cpu.items()})
 
@@ -234,6 +242,7 @@ def main():
     ag_grads, ag_step = autograd_parts()
     torch_fns = torch_parts()
     with threadpool_limits(limits=1):
+        print(_common.MALLOC)
         _common.print_probe()
         for dtype in (np.float64, np.float32):
             x, onehot, params = make_problem(dtype)
@@ -261,8 +270,8 @@ def main():
                 lambda p, x, o: sharded_step(p, x, o, "threads")
             check_same_gradients(grads_impls, params, x, onehot, dtype)
             wall, cpu = time_rounds(steps, params, x, onehot, args.rounds)
-            print(f"\n{np.dtype(dtype).name}: medians of {args.rounds} interleaved rounds "
-                  "(gradients checked equal first); cpu = this process's CPU time")
+            print(f"\n{np.dtype(dtype).name}: medians of {args.rounds} interleaved rounds of 5 "
+                  "steps (gradients checked equal first); cpu = this process's CPU time")
             print(f"{'implementation':30s} {'wall ms':>8s} {'x NumPy':>8s} {'x torch':>8s} "
                   f"{'cpu ms':>8s} {'x NumPy':>8s} {'x torch':>8s}")
             for name in wall:

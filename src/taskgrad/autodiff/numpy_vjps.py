@@ -56,7 +56,7 @@ def _reshape(g, shape):
 
 def _broadcast(g, shape):
     """``g`` broadcast to ``shape``: a fresh writable array, or a traced broadcast."""
-    if type(g) is _ndarray:
+    if type(g) is _ndarray or isinstance(g, np.generic):
         out = np.empty(shape, g.dtype)
         out[...] = g
         return out
@@ -100,8 +100,8 @@ def _chosen(g, x, z, y):
     """
     chosen = x == z
     out = g * chosen
-    ties = chosen & (x == y)
-    if ties.any():
+    ties = x == y  # where x equals y it also equals max(x, y): every tie is chosen
+    if np.count_nonzero(ties):  # a plain bool array even when tracing; faster than any()
         out = out * np.where(ties, 0.5, 1.0).astype(_dtype_of(out))
     return out
 
@@ -133,7 +133,9 @@ def _keepdims(g, x, axis, keepdims):
 
 def _expand_reduced(g, x, axis, keepdims):
     """``g`` of a reduction over ``axis``, broadcast back to the shape of ``x``."""
-    return _broadcast(_keepdims(g, x, axis, keepdims), _shape(x))
+    if axis is not None or keepdims:  # a scalar (a reduction over everything) broadcasts as is
+        g = _keepdims(g, x, axis, keepdims)
+    return _broadcast(g, _shape(x))
 
 
 def _reduction_count(x, axis):
@@ -305,7 +307,7 @@ def _sum_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
 
 def _mean_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
     count = _reduction_count(x, axis)
-    return lambda g: unbroadcast(x, _expand_reduced(g, x, axis, keepdims) / count)
+    return lambda g: unbroadcast(x, _expand_reduced(g / count, x, axis, keepdims))
 
 
 def _prod_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
@@ -342,7 +344,7 @@ defvjp(np.positive, lambda ans, x: lambda g: unbroadcast(x, g))
 defvjp(np.add, lambda ans, x, y: lambda g: unbroadcast(x, g),
        lambda ans, x, y: lambda g: unbroadcast(y, g))
 defvjp(np.subtract, lambda ans, x, y: lambda g: unbroadcast(x, g),
-       lambda ans, x, y: lambda g: unbroadcast(y, -g))
+       lambda ans, x, y: lambda g: -unbroadcast(y, g))  # negating the sum: exact, fewer items
 defvjp(np.multiply, lambda ans, x, y: lambda g: unbroadcast(x, y * g),
        lambda ans, x, y: lambda g: unbroadcast(y, x * g))
 defvjp(np.divide, lambda ans, x, y: lambda g: unbroadcast(x, g / y),
