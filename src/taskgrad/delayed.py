@@ -136,23 +136,40 @@ def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout
     deps = {}
     # the common arguments (Delayeds, numbers, arrays) inline: this runs once per node
     targs = []
+    refs = []  # the task's fill plan, while dependencies are top-level arguments only
     for a in args:
         cls = type(a)
         if cls in _ATOMS:
             targs.append(a)
-        elif cls is Delayed and a._key not in deps:
-            deps[a._key] = a
-            targs.append(Ref(a._key))
+        elif cls is Delayed:
+            key_a = a._key
+            known = deps.get(key_a)
+            if known is not None and known is not a:
+                _check_same(key_a, known._task, a._task)
+            deps[key_a] = a
+            if refs is not None:
+                refs.append((len(targs), key_a))
+            targs.append(Ref(key_a))
         else:
             targs.append(_to_template(a, deps))
+            if type(targs[-1]) is not cls:  # a container that holds Delayeds
+                refs = None
     targs = tuple(targs)
-    tkwargs = {k: _to_template(v, deps) for k, v in kwargs.items()} if kwargs else None
+    tkwargs = None
+    if kwargs:
+        before = len(deps)
+        tkwargs = {k: _to_template(v, deps) for k, v in kwargs.items()}
+        if len(deps) != before or any(type(v) in (Ref, Pack) for v in tkwargs.values()):
+            refs = None
     if key is None:
         if prefix is None:
             prefix = funcname(func)
         token = tokenize(func, args, kwargs) if pure else new_token()
         key = f"{prefix}-{token}"
-    task = Task(key, func, targs, tkwargs, dependencies=tuple(deps), pure=pure)
+    if refs is not None:
+        refs = tuple(refs) if deps else ()
+    task = Task(key, func, targs, tkwargs, dependencies=tuple(deps), pure=pure,
+                fill_plan=False if refs is None else refs)
     return Delayed(key, task, tuple(deps.values()), nout)
 
 

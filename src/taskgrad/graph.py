@@ -107,7 +107,7 @@ class Task:
     __slots__ = ("key", "func", "args", "kwargs", "dependencies", "_refs", "pure", "role")
 
     def __init__(self, key, func, args=(), kwargs=None, dependencies=None, pure=False,
-                 role="forward"):
+                 role="forward", fill_plan=False):
         self.key = key
         self.func = func
         self.args = args if type(args) is tuple else tuple(args)
@@ -116,8 +116,9 @@ class Task:
         self.role = role
         if dependencies is None:
             dependencies = tuple(dict.fromkeys(_template_keys((self.args, self.kwargs))))
-        self.dependencies = tuple(dependencies)
-        self._refs = self._fill_plan()
+        self.dependencies = dependencies if type(dependencies) is tuple else tuple(dependencies)
+        # builders that already know the plan pass it (one walk of the arguments less)
+        self._refs = self._fill_plan() if fill_plan is False else fill_plan
 
     def _fill_plan(self):
         if not self.dependencies:

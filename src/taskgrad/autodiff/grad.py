@@ -1,7 +1,7 @@
 """``grad`` and ``vjp``: the backward pass as a reversed task graph.
 
-The forward graph is walked once, dependencies first (the iterative
-``postorder``), to find the *active* nodes: those that depend on a ``wrt``.
+The forward graph is walked once, dependencies first (an iterative
+depth-first post-order), to find the *active* nodes: those that depend on a ``wrt``.
 Then, in reverse order, each active node's cotangent becomes a Delayed:
 
 - the cotangent of a node read by several consumers is one ``sum_cotangents``
@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 
 from ..delayed import Delayed, funcname, new_token
-from ..graph import Pack, Ref, Task, postorder
+from ..graph import Pack, Ref, Task
 from .backward_tasks import (TapeSpec, ones_for, retrace_vjp, rule_vjp, sum_cotangents,
                              tape_vjp, trace_forward, zeros_for)
 from .rules import has_rules, is_nondifferentiable, rule_for
@@ -62,21 +62,31 @@ def _check_delayed(obj, what):
         raise TypeError(f"{what} must be a taskgrad Delayed, got {type(obj).__name__}")
 
 
-def _make(key, func, args, kwargs, deps):
-    task = Task(key, func, args, kwargs, dependencies=tuple(d._key for d in deps), pure=True,
-                role="backward")
+def _make(key, func, args, kwargs, deps, fill_plan=False):
+    task = Task(key, func, args, kwargs, dependencies=tuple([d._key for d in deps]), pure=True,
+                role="backward", fill_plan=fill_plan)
     return Delayed(key, task, tuple(deps))
 
 
 def _collect(root):
-    """key -> Delayed for everything ``root`` depends on (explicit stack)."""
+    """key -> Delayed for everything ``root`` depends on, each after its dependencies.
+
+    A depth-first post-order with an explicit stack of iterators, in the order
+    ``graph.postorder`` gives; Delayeds are immutable, so there is no cycle.
+    """
     nodes = {}
-    stack = [root]
+    seen = {root._key}
+    stack = [(root, iter(root._dependencies))]
     while stack:
-        d = stack.pop()
-        if d._key not in nodes:
-            nodes[d._key] = d
-            stack.extend(d._dependencies)
+        node, deps = stack[-1]
+        for d in deps:
+            if d._key not in seen:
+                seen.add(d._key)
+                stack.append((d, iter(d._dependencies)))
+                break
+        else:
+            stack.pop()
+            nodes[node._key] = node
     return nodes
 
 
@@ -138,7 +148,7 @@ def _backward(y, wrt, seed, tok):
     targets = {w._key for w in wrts}
 
     nodes = _collect(y)
-    order = postorder({k: d._task for k, d in nodes.items()}, [y._key])
+    order = list(nodes)
     views = {}
     active = set()
     for key in order:
@@ -198,6 +208,10 @@ def _rule_edges(key, nodes, view, live, g, tok):
     paths = _ref_paths(args, kwargs, refs)
     kwargs_t = _kwargs_template(kwargs)
     reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
+    # rule_vjp(positions, kwargs, g, ans, *args): the forward plan, shifted by four
+    plan = False
+    if refs is not None and type(kwargs_t) is not Pack:
+        plan = ((2, g._key), (3, key), *[(i + 4, k) for i, k in refs])
     edges = []
     for dep in live:
         positions = []
@@ -212,7 +226,7 @@ def _rule_edges(key, nodes, view, live, g, tok):
         if positions:
             edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
                          (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args),
-                         None, reads)
+                         None, reads, plan)
             edges.append((dep, edge))
     return edges
 
