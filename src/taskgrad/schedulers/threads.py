@@ -8,16 +8,14 @@ returns no values, only its timings.
 
 from __future__ import annotations
 
-import os
-
-from .local import run_unit
+from .local import default_num_workers, run_unit
 
 
 class ThreadExecutor:
     max_batch = 256
 
     def __init__(self, num_workers=None):
-        self.num_workers = num_workers or os.cpu_count() or 1
+        self.num_workers = num_workers or default_num_workers()
 
     def start(self, results):
         self.results = results
