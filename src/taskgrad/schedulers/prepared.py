@@ -3,7 +3,8 @@
 ``tg.compile`` prepares its graph here.  Leaves to be fed are literal slots;
 the :class:`~taskgrad.schedulers.plan.Plan` (order, fused units, reference
 counts) is built once, so a run only copies the literal values, overrides the
-fed ones and goes through the units: no graph walking per call.
+fed ones and goes through the units: no graph walking per call.  On "sync",
+the steps are written out as one Python function (``straight_line.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from . import executor_for, resolve
 from .distributed import run_distributed
 from .local import active, add_task_note, run_parallel
 from .plan import Plan
+from .straight_line import MAX_STEPS, straight_line
 
 __all__ = ["PreparedRun"]
 
@@ -47,6 +49,9 @@ class PreparedRun:
                 after = (unit[i - 1].key,) if i else ()
                 steps.append((task, after + dead if i == len(unit) - 1 else after))
         self.steps = steps
+        self._run_fast = self._run_loop
+        if self.kind == "sync" and len(steps) <= MAX_STEPS:
+            self._run_fast = straight_line(plan.values, steps, self.keys)
 
     def __call__(self, values, callbacks=None):
         """Run with ``values`` for some literal slots; return the values of ``keys``."""
@@ -62,8 +67,8 @@ class PreparedRun:
         return run_parallel(self.graph, self.keys, executor_for(kind, workers),
                             callbacks, plan=self.plan, values=values)
 
-    def _run_fast(self, values):
-        """The in-thread loop without callbacks: one flat pass over the steps."""
+    def _run_loop(self, values):
+        """The in-thread loop without callbacks, for graphs too large to write out."""
         results = dict(self.plan.values)
         results.update(values)
         task = None
