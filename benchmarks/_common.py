@@ -15,6 +15,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import multiprocessing  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -55,6 +56,33 @@ def median_time(fn, repeat=5, warmup=1):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(steps, args, rounds, block):
+    """Median wall and CPU time (this process) per call of each of ``steps``.
+
+    A round runs every step ``block`` times back to back (after one untimed
+    call), as a training loop does: single calls interleaved with other work
+    would time cold caches and the second core's wake-up instead (threads lost
+    up to 30% that way here).  The order of the steps is shuffled every round
+    (seeded), so that no implementation always follows the same one.
+    """
+    wall = {name: [] for name in steps}
+    cpu = {name: [] for name in steps}
+    order = list(steps)
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            step = steps[name]
+            step(*args)
+            c, t = time.process_time(), time.perf_counter()
+            for _ in range(block):
+                step(*args)
+            wall[name].append((time.perf_counter() - t) / block)
+            cpu[name].append((time.process_time() - c) / block)
+    return ({name: statistics.median(ts) for name, ts in wall.items()},
+            {name: statistics.median(ts) for name, ts in cpu.items()})
 
 
 def spin(n):

@@ -15,8 +15,6 @@ Run: ``PYTHONPATH=src python benchmarks/mlp_step.py [--rounds N]``
 import _common  # noqa: F401  (pins BLAS to one thread before NumPy loads)
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -210,30 +208,6 @@ def check_same_gradients(impls, params, x, onehot, dtype):
                 (name, i, float(np.max(np.abs(g - r))), scale)
 
 
-def time_rounds(steps, params, x, onehot, rounds, block=5):
-    """Median wall and CPU (this process) time of each step, over interleaved rounds.
-
-    A round runs each implementation for ``block`` steps back to back, as a
-    training loop does; single steps interleaved with other work would time the
-    second core's wake-up and cold caches instead (threads then lose up to
-    30% here), which no training loop sees.
-    """
-    wall = {name: [] for name in steps}
-    cpu = {name: [] for name in steps}
-    for name, step in steps.items():  # warm up
-        step(params, x, onehot)
-    for _ in range(rounds):
-        for name, step in steps.items():
-            step(params, x, onehot)
-            c, t = time.process_time(), time.perf_counter()
-            for _ in range(block):
-                step(params, x, onehot)
-            wall[name].append((time.perf_counter() - t) / block)
-            cpu[name].append((time.process_time() - c) / block)
-    return ({name: statistics.median(ts) for name, ts in wall.items()},
-            {name: statistics.median(ts) for name, ts in cpu.items()})
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -269,9 +243,9 @@ def main():
             steps["taskgrad 2 shards (threads)"] = \
                 lambda p, x, o: sharded_step(p, x, o, "threads")
             check_same_gradients(grads_impls, params, x, onehot, dtype)
-            wall, cpu = time_rounds(steps, params, x, onehot, args.rounds)
-            print(f"\n{np.dtype(dtype).name}: medians of {args.rounds} interleaved rounds of 5 "
-                  "steps (gradients checked equal first); cpu = this process's CPU time")
+            wall, cpu = _common.interleaved_medians(steps, (params, x, onehot), args.rounds, 5)
+            print(f"\n{np.dtype(dtype).name}: medians of {args.rounds} rounds of 5 steps each, "
+                  "shuffled (gradients checked equal first); cpu = this process's CPU time")
             print(f"{'implementation':30s} {'wall ms':>8s} {'x NumPy':>8s} {'x torch':>8s} "
                   f"{'cpu ms':>8s} {'x NumPy':>8s} {'x torch':>8s}")
             for name in wall:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import _common  # noqa: F401  (pins BLAS to one thread before NumPy loads)
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -105,19 +104,6 @@ def check_same(steps, params, x, onehot, dtype):
                 assert np.array_equal(a, d), (name, "differs from the dynamic graph")
 
 
-def time_rounds(steps, params, x, onehot, rounds):
-    times = {name: [] for name in steps}
-    for step in steps.values():
-        step(params, x, onehot)
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(10):
-                step(params, x, onehot)
-            times[name].append((time.perf_counter() - start) / 10)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -142,13 +128,13 @@ def main():
             "compiled graph's tasks in a bare loop (bound)": bare_loop(run),
         }
         check_same(steps, params, x, onehot, dtype)
-        medians = time_rounds(steps, params, x, onehot, args.rounds)
+        medians = _common.interleaved_medians(steps, (params, x, onehot), args.rounds, 10)[0]
         base = medians["hand-written NumPy"]
         rebuilt = medians["taskgrad dynamic, rebuilt each step (sync)"]
         rows = [[name, f"{t * 1e6:9.1f}", f"{t / base:6.2f}", f"{rebuilt / t:6.2f}"]
                 for name, t in medians.items()]
         _common.print_table(
-            f"{np.dtype(dtype).name}, batch {BATCH}: median of {args.rounds} rounds x 10 steps; "
+            f"{np.dtype(dtype).name}, batch {BATCH}: median of {args.rounds} shuffled rounds x 10 steps; "
             f"graph {len(run.source_graph)} tasks -> {len(run.graph)} after passes, "
             f"compile {compile_ms:.0f} ms",
             ["implementation", "us/step", "x NumPy", "speed-up vs rebuilt (sync)"], rows)

@@ -65,6 +65,20 @@ CASES = [
     ("max-all-keepdims", lambda m, x: m.max(x, keepdims=True), [r(3, 2)]),
     ("min", lambda m, x: m.min(x, axis=-1), [r(3, 2)]),
     ("prod", lambda m, x: m.prod(x, axis=1), [pos(2, 3)]),
+    ("prod-with-zeros", lambda m, x: m.prod(x, axis=1) + m.prod(x),
+     [np.array([[0.0, 0.5, 1.5], [0.7, 0.0, 0.0], [0.9, 1.1, 0.6]])]),
+    ("prod-axes-zero", lambda m, x: m.prod(x, axis=(0, 2)), [r(2, 3, 2) * np.array([1.0, 0.0])]),
+    ("einsum-ellipsis", lambda m, x, y: m.einsum("...ij,...jk->...ik", x, y),
+     [r(2, 2, 3), r(2, 3, 2)]),
+    ("einsum-ellipsis-implicit", lambda m, x, y: m.einsum("...ij,jk", x, y), [r(2, 2, 3), r(3, 2)]),
+    ("einsum-ellipsis-broadcast", lambda m, x, y: m.einsum("...i,...i->...", x, y),
+     [r(1, 3), r(4, 3)]),
+    ("einsum-diagonal", lambda m, x: m.einsum("ii->i", x), [r(3, 3)]),
+    ("einsum-trace", lambda m, x, y: m.einsum("ii,jk->jk", x, y), [r(3, 3), r(2, 2)]),
+    ("einsum-batch-diagonal", lambda m, x, y: m.einsum("bii,bj->bj", x, y), [r(2, 3, 3), r(2, 4)]),
+    ("dot-3d-3d", lambda m, x, y: m.dot(x, y), [r(2, 2, 3), r(2, 3, 2)]),
+    ("dot-3d-1d", lambda m, x, y: m.dot(x, y), [r(2, 2, 3), r(3)]),
+    ("dot-1d-3d", lambda m, x, y: m.dot(x, y), [r(3), r(2, 3, 2)]),
     ("reshape", lambda m, x: m.reshape(x, (3, 2)) * np.arange(6.0).reshape(3, 2), [r(2, 3)]),
     ("transpose", lambda m, x: m.transpose(x, (2, 0, 1)) * np.arange(12.0).reshape(2, 2, 3),
      [r(2, 3, 2)]),
@@ -149,6 +163,20 @@ def test_max_splits_ties_evenly():
     np.testing.assert_array_equal(tg.grad(tnp.max(x), x).compute(), [0.5, 0.5, 0.0])
 
 
+def test_prod_gradient_is_exact_at_zeros():
+    x = tg.delayed(np.array([[0.0, 2.0, 3.0], [0.0, 0.0, 5.0]], np.float32))
+    g = tg.grad(tnp.sum(tnp.prod(x, axis=1)), x).compute()
+    assert g.dtype == np.float32
+    np.testing.assert_array_equal(g, [[6.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_second_derivative_of_prod_at_a_zero_is_a_clear_error():
+    x = tg.delayed(np.array([0.0, 2.0, 3.0]))
+    g = tg.grad(tnp.prod(x), x)
+    with pytest.raises(tg.MissingRuleError, match="_prod_of_others"):
+        tg.grad(tnp.sum(g), x).compute()
+
+
 def test_fancy_index_with_repeats_accumulates():
     x = tg.delayed(np.zeros(3))
     y = tnp.sum(x[[0, 0, 2, 0]])
@@ -158,7 +186,8 @@ def test_fancy_index_with_repeats_accumulates():
 @pytest.mark.parametrize("name,body,args", [c for c in CASES if c[0] in {
     "multiply-broadcast", "divide", "power", "exp", "log", "sin", "tanh", "arctan", "sqrt",
     "dot-2d", "matmul-batched", "sum-axis", "mean", "max", "prod", "index-fancy-repeated",
-    "concatenate", "einsum-reduce", "op-add-mul"}], ids=lambda v: v if isinstance(v, str) else "")
+    "concatenate", "einsum-reduce", "op-add-mul", "einsum-ellipsis", "einsum-diagonal",
+    "dot-3d-3d"}], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("make", [tnp_fn, traced_fn], ids=["tnp", "traced"])
 def test_second_order_rule_matches_finite_differences(name, body, args, make):
     """Hessian-vector products against finite differences of the gradient."""

@@ -225,44 +225,82 @@ def _matmul_rules():
 _matmul_da, _matmul_db = _matmul_rules()
 
 
-def _dot_rule(rule):
+def _dot_subscripts(nd_a, nd_b):
+    """``np.dot`` of arrays with these dimensions, as einsum subscripts (beyond 2-d)."""
+    a = _LETTERS[:nd_a - 1]
+    b = _LETTERS[nd_a - 1:nd_a + nd_b - 3]
+    if nd_b == 1:
+        return f"{a}z,z->{a}"
+    return f"{a}z,{b}zy->{a}{b}y"
+
+
+def _dot_rule(argnum, rule):
+    """``np.dot``: the matmul rule up to 2-d, the einsum rule of the same product beyond."""
     def checked(ans, a, b):
-        if np.ndim(a) > 2 or np.ndim(b) > 2:
-            raise NotImplementedError("gradient of numpy.dot for arrays of more than 2 "
-                                      "dimensions; use matmul or einsum")
-        return rule(ans, a, b)
+        nd_a, nd_b = np.ndim(a), np.ndim(b)
+        if nd_a <= 2 and nd_b <= 2 or nd_a == 0 or nd_b == 0:
+            return rule(ans, a, b)
+        return _einsum_rule(argnum + 1)(ans, _dot_subscripts(nd_a, nd_b), a, b)
     return checked
 
 
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _explicit_einsum(subscripts, operands):
+    """``(inputs, output)`` of an einsum, with '...' spelled out in unused letters
+    (right-aligned, as broadcasting aligns) and an implicit output made explicit."""
+    spec = subscripts.replace(" ", "")
+    lhs, arrow, output = spec.partition("->")
+    inputs = lhs.split(",")
+    free = [c for c in _LETTERS if c not in spec]
+    widths = [np.ndim(op) - (len(s) - 3) for s, op in zip(inputs, operands) if "..." in s]
+    ellipsis = "".join(free[:max(widths, default=0)])
+    if not arrow:
+        letters = lhs.replace("...", "").replace(",", "")
+        output = "..." + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    explicit = []
+    for s, op in zip(inputs, operands):
+        if "..." in s:
+            width = np.ndim(op) - (len(s) - 3)
+            s = s.replace("...", ellipsis[len(ellipsis) - width:])
+        explicit.append(s)
+    return explicit, output.replace("...", ellipsis)
+
+
 def _einsum_rule(argnum):
-    """Rule for operand ``argnum`` of ``einsum(subscripts, *operands)``."""
+    """Rule for operand ``argnum`` of ``einsum(subscripts, *operands)``.
+
+    The cotangent of an operand is the einsum of the output's cotangent with
+    the other operands.  A letter repeated in the operand (a diagonal, a
+    trace) is renamed and tied to its first use by an identity matrix, so the
+    cotangent lands on the diagonal.
+    """
     def rule(ans, subscripts, *operands, **kwargs):
-        if "..." in subscripts:
-            raise NotImplementedError("gradient of einsum with '...' subscripts")
-        spec = subscripts.replace(" ", "")
-        if "->" in spec:
-            inputs, output = spec.split("->")
-        else:
-            inputs = spec
-            letters = inputs.replace(",", "")
-            output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-        inputs = inputs.split(",")
+        inputs, output = _explicit_einsum(subscripts, operands)
         k = argnum - 1
-        mine = inputs[k]
-        if len(set(mine)) != len(mine):
-            raise NotImplementedError("gradient of einsum with a repeated index in one operand")
-        others = [s for i, s in enumerate(inputs) if i != k]
-        other_ops = [op for i, op in enumerate(operands) if i != k]
-        known = set(output).union(*others) if others else set(output)
-        kept = "".join(c for c in mine if c in known)
+        x = operands[k]
+        shape = _shape(x)
+        taken = set("".join(inputs) + output)
+        free = (c for c in _LETTERS if c not in taken)
+        mine, ties, tie_ops = "", [], []
+        for c, n in zip(inputs[k], shape):
+            if c in mine:  # a repeat: a fresh letter, equal to c through eye
+                fresh = next(free)
+                ties.append(c + fresh)
+                tie_ops.append(np.eye(n))
+                c = fresh
+            mine += c
+        others = [s for i, s in enumerate(inputs) if i != k] + ties
+        other_ops = [op for i, op in enumerate(operands) if i != k] + tie_ops
+        kept = "".join(c for c in mine if c in set(output).union(*others))
 
         def vjp(g):
             d = np.einsum(",".join([output, *others]) + "->" + kept, g, *other_ops)
-            x = operands[k]
-            shape = _shape(x)
-            if kept != mine:
-                d = np.reshape(d, tuple(n if c in kept else 1 for c, n in zip(mine, shape)))
-                d = np.broadcast_to(d, shape)
+            sizes = dict(zip(kept, _shape(d)))
+            target = tuple(sizes.get(c, 1) for c in mine)
+            if target != shape:  # letters summed away, or broadcast against other operands
+                d = np.broadcast_to(np.reshape(d, target), np.broadcast_shapes(target, shape))
             return unbroadcast(x, d)
         return vjp
     return rule
@@ -310,9 +348,30 @@ def _mean_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
     return lambda g: unbroadcast(x, _expand_reduced(g / count, x, axis, keepdims))
 
 
+@primitive
+def _prod_of_others(x, axis):
+    """Each entry's product of the *other* entries of its reduction, exact at zeros:
+    products before and after it (exclusive cumulative products), multiplied."""
+    x = np.asarray(x)
+    axes = list(_normalize_axis(axis, x.ndim))
+    kept = [i for i in range(x.ndim) if i not in axes]
+    moved = np.transpose(x, kept + axes)
+    flat = moved.reshape(moved.shape[:len(kept)] + (-1,))
+    ones = np.ones(flat.shape[:-1] + (1,), flat.dtype)
+    before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    return np.transpose((before * after).reshape(moved.shape), np.argsort(kept + axes))
+
+
 def _prod_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
-    return lambda g: unbroadcast(
-        x, _expand_reduced(g, x, axis, keepdims) * _expand_reduced(ans, x, axis, keepdims) / x)
+    """``ans / x`` where no entry is zero; otherwise the products of the others (no 0/0).
+    ``_prod_of_others`` has no rule: differentiating twice at a zero is an error."""
+    def vjp(g):
+        g = _expand_reduced(g, x, axis, keepdims)
+        if np.count_nonzero(x == 0):
+            return unbroadcast(x, g * _prod_of_others(x, axis))
+        return unbroadcast(x, g * _expand_reduced(ans, x, axis, keepdims) / x)
+    return vjp
 
 
 def _clip_rule(ans, x, *bounds, **kwargs):
@@ -362,7 +421,7 @@ defvjp(np.where, None,
        lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))
 defvjp(np.clip, _clip_rule)
 defvjp(np.matmul, _matmul_da, _matmul_db)
-defvjp(np.dot, _dot_rule(_matmul_da), _dot_rule(_matmul_db))
+defvjp(np.dot, _dot_rule(0, _matmul_da), _dot_rule(1, _matmul_db))
 defvjp(np.outer, lambda ans, a, b: lambda g: np.reshape(g @ np.ravel(b), np.shape(a)),
        lambda ans, a, b: lambda g: np.reshape(np.ravel(a) @ g, np.shape(b)))
 
