@@ -39,6 +39,9 @@ class Compiled:
         with gc_paused():
             self.source_graph = collect_graph(found.values())
             self.placeholders = _placeholders(found.values())
+        # the placeholders whose feeds have a shape or dtype to check
+        self._declared = [(name, p) for name, p in self.placeholders.items()
+                          if p.shape is not None or p.dtype is not None]
         self.optimize = optimize
         default = CLUSTER_COMPILE_PASSES if is_client(scheduler) else COMPILE_PASSES
         self.graph = optimize_graph_(self.source_graph, keys, optimize, default=default,
@@ -56,9 +59,9 @@ class Compiled:
         """Run with one value per placeholder, by name (or in a dict for any names)."""
         if feeds:
             named = {**feeds, **named}
-        missing = [name for name in self.placeholders if name not in named]
-        unknown = [name for name in named if name not in self.placeholders]
-        if missing or unknown:
+        if named.keys() != self.placeholders.keys():
+            missing = [name for name in self.placeholders if name not in named]
+            unknown = [name for name in named if name not in self.placeholders]
             problems = []
             if missing:
                 problems.append(f"missing feed(s) for placeholder(s) {missing}")
@@ -66,8 +69,8 @@ class Compiled:
                 problems.append(f"unknown feed name(s) {unknown}")
             raise PlaceholderError("; ".join(problems) +
                                    f"; this graph's placeholders are {list(self.placeholders)}")
-        for name, value in named.items():
-            self.placeholders[name].check(value)
+        for name, placeholder in self._declared:
+            placeholder.check(named[name])
         values = self._run(named, callbacks)
         return materialize(self._template, dict(zip(self._keys, values)))
 

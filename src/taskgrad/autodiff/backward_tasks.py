@@ -27,6 +27,10 @@ def rule_vjp(positions, kwargs, g, ans, *args):
     contributions add.  The rules travel with the task, so worker processes
     need not have registered them.
     """
+    if len(positions) == 1:  # the common case, without the loop
+        (rule, _, sub), = positions
+        c = rule(ans, *args, **kwargs)(g)
+        return c if sub is None else c[sub]
     total = None
     for rule, pos, sub in positions:
         c = rule(ans, *args, **kwargs)(g)
