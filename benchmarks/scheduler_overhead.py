@@ -156,6 +156,7 @@ def main():
     repeat = 1 if args.quick else 3
 
     print(f"taskgrad {tg.__version__}, dask {dask.__version__}")
+    print(_common.MALLOC)
     available = print_probe()
     rows = []
     rows += overhead_rows("wide", wide, ["sync", "threads"], repeat)
