@@ -7,7 +7,7 @@ functions its tasks run, ``fuse_tape.py`` the rewrite that runs a traced
 forward once, and ``check.py`` finite-difference checking.
 """
 
-from . import numpy_vjps  # noqa: F401  (registers the rules)
+from . import numpy_composites, numpy_vjps  # noqa: F401  (register the rules)
 from .check import check_grads
 from .grad import grad, vjp
 from .rules import MissingRuleError, defvjp

@@ -378,6 +378,80 @@ def _clip_rule(ans, x, *bounds, **kwargs):
     return lambda g: unbroadcast(x, np.where(ans == x, g, 0.0))
 
 
+def _cumsum_rule(ans, x, axis=None, dtype=None, **kwargs):
+    """The sum of ``g`` from each position to the end: a reversed cumulative sum."""
+    def vjp(g):
+        if axis is None:
+            return unbroadcast(x, _reshape(np.flip(np.cumsum(np.flip(g))), _shape(x)))
+        return unbroadcast(x, np.flip(np.cumsum(np.flip(g, axis), axis), axis))
+    return vjp
+
+
+def _pad_rule(ans, x, pad_width, mode="constant", **kwargs):
+    if mode != "constant":
+        raise NotImplementedError(f"gradient of numpy.pad with mode={mode!r} (only 'constant')")
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=int), (len(_shape(x)), 2))
+    inner = tuple(slice(before, before + n) for (before, _), n in zip(widths, _shape(x)))
+    return lambda g: g[inner]
+
+
+@primitive
+def _untake_along(g, indices, axis, x):
+    """The cotangent of ``take_along_axis(x, indices, axis)``: ``g`` added back at ``indices``."""
+    shape = _shape(x)
+    out = np.zeros(shape, dtype=np.result_type(g))
+    grid = list(np.ogrid[tuple(slice(n) for n in np.shape(g))])
+    grid[axis] = indices
+    np.add.at(out, tuple(grid), g)
+    return out
+
+
+defvjp(_untake_along, lambda ans, g, indices, axis, x: lambda h: np.take_along_axis(h, indices, axis))
+
+
+def _diagonal_index(shape, offset, axis1, axis2):
+    """Where ``np.diagonal`` reads, in ``x`` moved to put ``axis1``, ``axis2`` last."""
+    n1, n2 = shape[axis1], shape[axis2]
+    length = max(0, min(n1 + min(offset, 0), n2 - max(offset, 0)))
+    steps = np.arange(length)
+    return steps - min(offset, 0), steps + max(offset, 0)
+
+
+@primitive
+def _undiagonal(g, shape, offset=0, axis1=0, axis2=1):
+    """An array of ``shape``, zero but for ``g`` on the diagonal ``np.diagonal`` reads."""
+    ndim = len(shape)
+    axis1, axis2 = axis1 % ndim, axis2 % ndim
+    rest = [n for i, n in enumerate(shape) if i not in (axis1, axis2)]
+    out = np.zeros(rest + [shape[axis1], shape[axis2]], dtype=np.result_type(g))
+    rows, cols = _diagonal_index(shape, offset, axis1, axis2)
+    out[..., rows, cols] = g
+    return np.moveaxis(out, (-2, -1), (axis1, axis2))
+
+
+defvjp(_undiagonal, lambda ans, g, shape, offset=0, axis1=0, axis2=1:
+       lambda h: np.diagonal(h, offset, axis1, axis2))
+
+
+def _matrix_t(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _solve_rules():
+    def da(ans, a, b):
+        def vjp(g):
+            db = np.linalg.solve(_matrix_t(a), g)
+            if np.ndim(b) == 1:
+                return -np.expand_dims(db, -1) * np.expand_dims(ans, -2)
+            return -(db @ _matrix_t(ans))
+        return vjp
+
+    def db(ans, a, b):
+        return lambda g: np.linalg.solve(_matrix_t(a), g)
+
+    return da, db
+
+
 # ---------------------------------------------------------------- the rules
 
 def _unary(func, derivative):
@@ -397,6 +471,21 @@ _unary(np.tan, lambda ans, x: 1.0 / np.cos(x) ** 2)
 _unary(np.tanh, lambda ans, x: 1.0 - ans ** 2)
 _unary(np.arctan, lambda ans, x: 1.0 / (1.0 + x ** 2))
 _unary(np.abs, lambda ans, x: np.sign(x))
+_unary(np.fabs, lambda ans, x: np.sign(x))
+_unary(np.sinh, lambda ans, x: np.cosh(x))
+_unary(np.cosh, lambda ans, x: np.sinh(x))
+_unary(np.arcsin, lambda ans, x: 1.0 / np.sqrt(1.0 - x ** 2))
+_unary(np.arccos, lambda ans, x: -1.0 / np.sqrt(1.0 - x ** 2))
+_unary(np.arcsinh, lambda ans, x: 1.0 / np.sqrt(x ** 2 + 1.0))
+_unary(np.arccosh, lambda ans, x: 1.0 / np.sqrt(x ** 2 - 1.0))
+_unary(np.arctanh, lambda ans, x: 1.0 / (1.0 - x ** 2))
+_unary(np.log2, lambda ans, x: 1.0 / (x * np.log(2.0)))
+_unary(np.log10, lambda ans, x: 1.0 / (x * np.log(10.0)))
+_unary(np.exp2, lambda ans, x: ans * np.log(2.0))
+_unary(np.reciprocal, lambda ans, x: -ans ** 2)
+_unary(np.cbrt, lambda ans, x: 1.0 / (3.0 * ans ** 2))
+_unary(np.deg2rad, lambda ans, x: np.pi / 180.0)
+_unary(np.rad2deg, lambda ans, x: 180.0 / np.pi)
 
 defvjp(np.negative, lambda ans, x: lambda g: unbroadcast(x, -g))
 defvjp(np.positive, lambda ans, x: lambda g: unbroadcast(x, g))
@@ -416,6 +505,16 @@ defvjp(np.mod, lambda ans, x, y: lambda g: unbroadcast(x, g),
 defvjp(np.maximum, lambda ans, x, y: lambda g: unbroadcast(x, _chosen(g, x, ans, y)),
        lambda ans, x, y: lambda g: unbroadcast(y, _chosen(g, y, ans, x)))
 copy_rules(np.minimum, np.maximum)
+copy_rules(np.fmax, np.maximum)
+copy_rules(np.fmin, np.maximum)
+defvjp(np.hypot, lambda ans, x, y: lambda g: unbroadcast(x, g * x / ans),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * y / ans))
+defvjp(np.arctan2, lambda ans, y, x: lambda g: unbroadcast(y, g * x / (x ** 2 + y ** 2)),
+       lambda ans, y, x: lambda g: unbroadcast(x, -g * y / (x ** 2 + y ** 2)))
+defvjp(np.logaddexp, lambda ans, x, y: lambda g: unbroadcast(x, g * np.exp(x - ans)),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * np.exp(y - ans)))
+defvjp(np.logaddexp2, lambda ans, x, y: lambda g: unbroadcast(x, g * np.exp2(x - ans)),
+       lambda ans, x, y: lambda g: unbroadcast(y, g * np.exp2(y - ans)))
 defvjp(np.where, None,
        lambda ans, c, x, y: lambda g: unbroadcast(x, np.where(c, g, 0.0)),
        lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))
@@ -441,6 +540,18 @@ defvjp(np.broadcast_to, lambda ans, x, shape, **kw: lambda g: unbroadcast(x, g))
 defvjp(np.concatenate, _concatenate_rule)
 defvjp_argnum(np.einsum, _einsum_vjp_maker)
 defvjp(np.stack, _stack_rule)
+defvjp(np.cumsum, _cumsum_rule)
+defvjp(np.flip, lambda ans, x, axis=None: lambda g: np.flip(g, axis))
+defvjp(np.roll, lambda ans, x, shift, axis=None: lambda g: np.roll(g, np.negative(shift), axis))
+defvjp(np.pad, _pad_rule)
+defvjp(np.take_along_axis, lambda ans, x, indices, axis: lambda g: unbroadcast(
+    x, _untake_along(g, indices, axis, x)))
+defvjp(np.diagonal, lambda ans, x, offset=0, axis1=0, axis2=1: lambda g: _undiagonal(
+    g, _shape(x), offset, axis1, axis2))
+defvjp(np.linalg.inv, lambda ans, x: lambda g: -_matrix_t(ans) @ g @ _matrix_t(ans))
+defvjp(np.linalg.det, lambda ans, x: lambda g: np.expand_dims(g * ans, (-1, -2))
+       * _matrix_t(np.linalg.inv(x)))
+defvjp(np.linalg.solve, *_solve_rules())
 defvjp(operator.getitem, _getitem_rule)
 defvjp(astype, lambda ans, x, dtype: lambda g: astype(g, _dtype_of(x)))
 
@@ -457,5 +568,5 @@ nondifferentiable(
     np.zeros_like, np.ones_like, np.empty_like, np.full_like, np.shape, np.ndim, np.size,
     np.result_type, np.argmax, np.argmin, np.argsort, np.nonzero, np.isfinite, np.isnan,
     np.isinf, operator.floordiv, operator.lt, operator.le, operator.gt, operator.ge,
-    operator.eq, operator.ne,
+    operator.eq, operator.ne, np.heaviside,
 )

@@ -9,13 +9,15 @@ counterpart and the matching ``Delayed`` operator share one rule.
 
 from __future__ import annotations
 
-__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "rule_for", "has_rules",
-           "is_nondifferentiable", "MissingRuleError"]
+__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
+           "rule_for", "has_rules", "is_nondifferentiable", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
 # or a callable ``pos -> rule or None`` for functions with any number of arguments
 _RULES = {}
 _NONDIFF = set()
+# func -> an implementation written with traceable operations, used on traced values
+_COMPOSITES = {}
 
 
 class MissingRuleError(TypeError):
@@ -58,6 +60,16 @@ def nondifferentiable(*funcs):
     """Declare functions whose outputs carry no gradient (comparisons, ``zeros_like``)."""
     for func in funcs:
         _NONDIFF.add(_key(func))
+
+
+def defcomposite(func, impl):
+    """Differentiate ``func`` through ``impl``, written with operations that have rules.
+
+    The tracer calls ``impl`` instead of ``func`` on traced values (``np.var``
+    as a mean of squares, ``np.sort`` as indexing), so no rule is needed.
+    """
+    _COMPOSITES[func] = impl
+    return impl
 
 
 def has_rules(func):

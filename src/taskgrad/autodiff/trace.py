@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from .rules import _RULES, MissingRuleError, is_nondifferentiable
+from .rules import _COMPOSITES, _RULES, MissingRuleError, is_nondifferentiable
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
 
@@ -73,6 +73,9 @@ def apply_primitive(func, args, kwargs, boxes=None):
 
     This runs once per NumPy call in traced code, so it is kept lean.
     """
+    composite = _COMPOSITES.get(func)
+    if composite is not None:  # traced through the operations it is written with
+        return composite(*args, **kwargs)
     if boxes is None:
         boxes = _find_boxes(args)
     if kwargs:
@@ -98,6 +101,10 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
     if not _is_float(ans):
+        if type(ans) in (tuple, list) and any(map(_is_float, ans)) \
+                and not is_nondifferentiable(func):
+            # several arrays out: no rule form for that, so never drop the trace silently
+            raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
     rules = _RULES.get(func)
     if rules is None:
@@ -191,6 +198,9 @@ class Box:
 
     # -- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        as_function = _UFUNC_METHODS.get((ufunc, method))
+        if as_function is not None and "out" not in kwargs:
+            return as_function(*inputs, **kwargs)
         if method != "__call__" or "out" in kwargs:
             op = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
             raise MissingRuleError(op + (" with out=" if "out" in kwargs else ""))
@@ -208,6 +218,7 @@ class Box:
     size = property(lambda self: np.size(_base(self)))
     dtype = property(lambda self: np.result_type(_base(self)))
     T = property(lambda self: np.transpose(self))
+    real = property(lambda self: np.real(self))
 
     def __len__(self):
         return len(_base(self))
@@ -252,6 +263,14 @@ class Box:
     flatten = ravel
     sum = _sum
     mean = _method(np.mean)
+    var = _method(np.var)
+    std = _method(np.std)
+    cumsum = _method(np.cumsum)
+    repeat = _method(np.repeat)
+    take = _method(np.take)
+    trace = _method(np.trace)
+    diagonal = _method(np.diagonal)
+    copy = _method(np.copy)
     max = _method(np.max)
     min = _method(np.min)
     prod = _method(np.prod)
@@ -287,6 +306,26 @@ class Box:
     __eq__ = _method(np.equal)
     __ne__ = _method(np.not_equal)
     __hash__ = None
+
+
+def _reduce(func):
+    """``ufunc.reduce`` as its NumPy function (whose default axis is 0, not None)."""
+    def reduce(x, axis=0, dtype=None, keepdims=False):
+        if dtype is not None:
+            x = astype(x, dtype)
+        return func(x, axis=axis, keepdims=keepdims)
+    return reduce
+
+
+def _accumulate(x, axis=0, dtype=None):
+    return np.cumsum(x if dtype is None else astype(x, dtype), axis=axis)
+
+
+_UFUNC_METHODS = {
+    (np.add, "reduce"): _reduce(np.sum), (np.multiply, "reduce"): _reduce(np.prod),
+    (np.maximum, "reduce"): _reduce(np.max), (np.minimum, "reduce"): _reduce(np.min),
+    (np.add, "accumulate"): _accumulate,
+}
 
 
 def _base(value):
