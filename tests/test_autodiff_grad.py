@@ -152,9 +152,12 @@ def test_backward_graph_structure():
     backward = {k for k, t in graph.items() if t.role == "backward"}
     # the backward graph reuses the forward nodes its rules read
     assert forward == {"x", "w", a.key, b.key, c.key, s.key, y.key}
-    # one task per (forward task, active dependency), one sum where ``a`` fans out, a seed
+    # one task per (forward task, active dependency), one sum where ``a`` fans out, a seed,
+    # and a ``describe`` task for each value that rules read only for its shape and dtype
     kinds = sorted(k.split("-")[0] for k in backward)
-    assert kinds == ["grad", "seed"] + ["vjp"] * 6
+    assert kinds == ["grad"] + ["meta"] * 5 + ["seed"] + ["vjp"] * 6
+    described = {graph[k].dependencies[0] for k in backward if k.startswith("meta-")}
+    assert described == {a.key, b.key, c.key, s.key, y.key}
     assert any(k.startswith(f"grad-{a.key}") for k in backward)
     # nothing for w: it is not a wrt, so the multiply's rule for w is never built
     assert not any(k.startswith(f"vjp-{a.key}-1") for k in backward)
@@ -365,3 +368,35 @@ def test_second_grad_call_shares_the_forward_and_tape_tasks():
     a, b = tg.compute(g1, g2, scheduler="sync")
     np.testing.assert_array_equal(a, b)
     assert len(calls) == 1
+
+
+def _tanh_mlp_peak(layers=12, batch=128, width=128):
+    """Peak traced memory of computing a deep tnp MLP's loss and weight gradients."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    ws = [tg.delayed(rng.normal(size=(width, width)) / 12, name=f"w{i}") for i in range(layers)]
+    h = tg.delayed(rng.normal(size=(batch, width)), name="x")
+    for i, w in enumerate(ws):
+        h = tnp.tanh(h @ w + tg.delayed(np.zeros(width), name=f"b{i}"))
+    loss = tnp.sum(h * h)
+    grads = tg.grad(loss, ws)
+    tracemalloc.start()
+    try:
+        values = tg.compute(loss, *grads, scheduler="sync")
+        return tracemalloc.get_traced_memory()[1], values
+    finally:
+        tracemalloc.stop()
+
+
+def test_backward_keeps_only_the_forward_values_its_rules_read(monkeypatch):
+    """``x @ W`` and ``... + b`` are read by their rules only for their shapes: with
+    ``describe`` tasks run right after them, they are freed during the forward pass."""
+    from taskgrad.autodiff import rules
+
+    lean, lean_values = _tanh_mlp_peak()
+    monkeypatch.setattr(rules, "_SHAPE_ONLY", {})
+    kept, kept_values = _tanh_mlp_peak()
+    for a, b in zip(lean_values, kept_values):
+        np.testing.assert_array_equal(a, b)
+    assert lean < 0.75 * kept, (lean, kept)

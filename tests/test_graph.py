@@ -91,3 +91,31 @@ def test_long_chain_on_parallel_schedulers():
         x = d_inc(x)
     assert x.compute(scheduler="threads") == 100_000
     assert x.compute(scheduler="processes") == 100_000
+
+
+def test_run_early_tasks_follow_their_inputs_at_once():
+    from taskgrad.graph import run_early
+
+    @run_early
+    def size_of(x):
+        return len(x)
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, *args):
+            return args
+
+    graph = {
+        "a": Task("a", list, ((1, 2),)),
+        "b": Task("b", Unhashable(), (Ref("a"),)),
+        "c": Task("c", list, (Ref("b"),)),
+        "early": Task("early", size_of, (Ref("a"),)),
+        "early2": Task("early2", size_of, ([Ref("early"), Ref("a")],)),
+        "out": Task("out", list, ([Ref("c"), Ref("early2")],)),
+    }
+    order = postorder(graph, ["out"])
+    assert order == ["a", "early", "early2", "b", "c", "out"]
+    position = {k: i for i, k in enumerate(order)}
+    for key in order:
+        assert all(position[d] < position[key] for d in graph[key].dependencies)

@@ -20,6 +20,7 @@ __all__ = [
     "CycleError",
     "MissingDependencyError",
     "postorder",
+    "run_early",
     "count_readers",
     "execute",
 ]
@@ -259,6 +260,47 @@ class MissingDependencyError(KeyError):
         return str(self.args[0])
 
 
+_EARLY = set()
+
+
+def run_early(func):
+    """Mark ``func`` as cheap, with a small result: its tasks run right after their inputs.
+
+    ``grad`` reads the shape and dtype of forward values it needs no more of
+    through such tasks, so that the values themselves can be freed as soon as
+    the forward pass is done with them, instead of when the backward pass
+    reaches them.  Returns ``func`` (usable as a decorator).
+    """
+    _EARLY.add(func)
+    return func
+
+
+def _hoist_early(order, graph):
+    """``order`` with each task of a ``run_early`` function just after its last dependency."""
+    early = []
+    for key in order:
+        try:
+            if graph[key].func in _EARLY:
+                early.append(key)
+        except TypeError:  # an unhashable callable is never marked
+            pass
+    if not early:
+        return order
+    position = {key: i for i, key in enumerate(order)}
+    after = {}
+    for key in early:  # in order, so an early task's early inputs are placed already
+        last = max((position[dep] for dep in graph[key].dependencies), default=-1)
+        after.setdefault(last, []).append(key)
+        position[key] = last
+    moved = set(early)
+    hoisted = list(after.get(-1, ()))
+    for i, key in enumerate(order):
+        if key not in moved:
+            hoisted.append(key)
+        hoisted.extend(after.get(i, ()))
+    return hoisted
+
+
 def postorder(graph, roots):
     """Return the keys ``roots`` need, each after its dependencies (depth first).
 
@@ -266,7 +308,8 @@ def postorder(graph, roots):
     so intermediate results die young and memory stays near the graph's width.
     Uses an explicit stack; raises CycleError or MissingDependencyError.
     A key is *entered* when its dependencies are pushed and *done* once they
-    all are; meeting an entered, unfinished key again means a cycle.
+    all are; meeting an entered, unfinished key again means a cycle.  Tasks of
+    ``run_early`` functions are then moved to just after their inputs.
     """
     done = set()
     entered = set()
@@ -300,7 +343,7 @@ def postorder(graph, roots):
                 stack.pop()
                 done.add(key)
                 order.append(key)
-    return order
+    return _hoist_early(order, graph)
 
 
 def count_readers(tasks):

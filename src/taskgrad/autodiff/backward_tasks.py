@@ -12,11 +12,38 @@ import functools
 
 import numpy as np
 
+from ..graph import run_early
 from .rules import defvjp_argnum, nondifferentiable
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
-           "sum_cotangents", "ones_for", "zeros_for"]
+           "sum_cotangents", "ones_for", "zeros_for", "ShapeDtype", "describe"]
+
+
+class ShapeDtype:
+    """What a rule needs of a value it uses only for its shape and dtype (``unbroadcast``)."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __reduce__(self):
+        return (ShapeDtype, (self.shape, self.dtype))
+
+    def __repr__(self):
+        return f"ShapeDtype({self.shape}, {self.dtype})"
+
+
+@run_early
+def describe(value):
+    """The shape and dtype of a forward value, so that the value itself can be freed early."""
+    return ShapeDtype(np.shape(value), np.result_type(value))
 
 
 def rule_vjp(positions, kwargs, g, ans, *args):
@@ -102,4 +129,4 @@ def zeros_for(x):
 
 
 defvjp_argnum(sum_cotangents, lambda pos: lambda ans, *gs: lambda g: g)
-nondifferentiable(ones_for, zeros_for)
+nondifferentiable(ones_for, zeros_for, describe)

@@ -25,9 +25,10 @@ import operator
 
 from ..delayed import Delayed, funcname, new_token
 from ..graph import Pack, Ref, Task
-from .backward_tasks import (TapeSpec, ones_for, retrace_vjp, rule_vjp, sum_cotangents,
-                             tape_vjp, trace_forward, zeros_for)
-from .rules import has_rules, is_nondifferentiable, rule_for
+from ..placeholder import Placeholder
+from .backward_tasks import (TapeSpec, describe, ones_for, retrace_vjp, rule_vjp,
+                             sum_cotangents, tape_vjp, trace_forward, zeros_for)
+from .rules import has_rules, is_nondifferentiable, rule_for, shape_only_inputs
 
 __all__ = ["grad", "vjp"]
 
@@ -157,6 +158,19 @@ def _backward(y, wrt, seed, tok):
                               and any(dep in active for dep in view[3])):
             active.add(key)
 
+    metas = {}
+
+    def meta(k):
+        """The ``describe`` task of forward value ``k`` (one per value); a leaf is
+        held by its graph anyway, so it is read as it is."""
+        d = metas.get(k)
+        if d is None:
+            if nodes[k]._task.func is None or isinstance(nodes[k]._task, Placeholder):
+                return nodes[k]
+            d = metas[k] = _make(f"meta-{k}-{tok}", describe, (Ref(k),), None, (nodes[k],),
+                                 ((0, k),))
+        return d
+
     found = {}
     cots = {y._key: [seed]} if y._key in active else {}
     for key in reversed(order):
@@ -174,8 +188,11 @@ def _backward(y, wrt, seed, tok):
         live = [dep for dep in deps if dep in active]
         if not live or is_nondifferentiable(func):
             continue
-        builder = _rule_edges if has_rules(func) else _tape_edges
-        for dep, edge in builder(key, nodes, views[key], live, g, tok):
+        if has_rules(func):
+            edges = _rule_edges(key, nodes, views[key], live, g, tok, meta)
+        else:
+            edges = _tape_edges(key, nodes, views[key], live, g, tok)
+        for dep, edge in edges:
             cots.setdefault(dep, []).append(edge)
 
     grads = []
@@ -202,16 +219,28 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok):
-    """One ``rule_vjp`` task per active dependency of a node with VJP rules."""
+def _rule_edges(key, nodes, view, live, g, tok, meta):
+    """One ``rule_vjp`` task per active dependency of a node with VJP rules.
+
+    Where the rules read an argument (or ``ans``) only for its shape and dtype,
+    the task reads its ``describe`` task instead (``meta``), so the forward
+    value is not kept alive for the backward pass.
+    """
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
     kwargs_t = _kwargs_template(kwargs)
     reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
-    # rule_vjp(positions, kwargs, g, ans, *args): the forward plan, shifted by four
     plan = False
+    ans = key
     if refs is not None and type(kwargs_t) is not Pack:
-        plan = ((2, g._key), (3, key), *[(i + 4, k) for i, k in refs])
+        shape_args, shape_ans = shape_only_inputs(func)
+        read = {i: meta(k) if i in shape_args else nodes[k] for i, k in refs}
+        ans_d = meta(key) if shape_ans else nodes[key]
+        ans = ans_d._key
+        args = tuple(Ref(read[i]._key) if i in read else a for i, a in enumerate(args))
+        reads = list({d._key: d for d in (g, ans_d, *read.values())}.values())
+        # rule_vjp(positions, kwargs, g, ans, *args): the forward plan, shifted by four
+        plan = ((2, g._key), (3, ans), *[(i + 4, read[i]._key) for i, _ in refs])
     edges = []
     for dep in live:
         positions = []
@@ -225,7 +254,7 @@ def _rule_edges(key, nodes, view, live, g, tok):
                 positions.append((rule, path[1], path[2] if len(path) == 3 else None))
         if positions:
             edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                         (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args),
+                         (tuple(positions), kwargs_t, Ref(g._key), Ref(ans), *args),
                          None, reads, plan)
             edges.append((dep, edge))
     return edges

@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from .rules import copy_rules, defvjp, defvjp_argnum, nondifferentiable
+from .rules import copy_rules, defvjp, defvjp_argnum, nondifferentiable, uses_only_shapes
 from .trace import astype, primitive
 
 
@@ -69,9 +69,12 @@ def unbroadcast(x, g):
     Backward tasks call this once per argument, so the common case (nothing to
     undo) costs a few attribute reads.
     """
-    if type(g) is _ndarray and type(x) is _ndarray and g.shape == x.shape \
-            and g.dtype == x.dtype:
-        return g
+    if type(g) is _ndarray:
+        try:
+            if g.shape == x.shape and g.dtype == x.dtype:
+                return g
+        except AttributeError:  # x is a Python number
+            pass
     shape, dtype = _shape_dtype(x)
     gshape, gdtype = _shape_dtype(g)
     if gshape != shape:
@@ -562,6 +565,21 @@ for _op, _uf in [(operator.add, np.add), (operator.sub, np.subtract),
                  (operator.mod, np.mod), (operator.neg, np.negative),
                  (operator.pos, np.positive), (operator.abs, np.abs)]:
     copy_rules(_op, _uf)
+
+# what the rules above read only for its shape and dtype (see ``uses_only_shapes``)
+for _f in (np.add, np.subtract, operator.add, operator.sub):
+    uses_only_shapes(_f, args=(0, 1), ans=True)
+for _f in (np.negative, np.positive, operator.neg, operator.pos, np.sum, np.mean, np.reshape,
+           np.ravel, np.expand_dims, np.squeeze, np.transpose, np.swapaxes, np.broadcast_to,
+           np.cumsum, np.flip, np.roll):
+    uses_only_shapes(_f, args=(0,), ans=True)
+for _f in (np.exp, np.tanh, np.sqrt, np.expm1, np.exp2, np.reciprocal, np.cbrt):
+    uses_only_shapes(_f, args=(0,))
+for _f in (np.multiply, np.divide, operator.mul, operator.truediv, np.matmul, operator.matmul,
+           np.dot, np.log, np.log1p, np.sin, np.cos, np.tan, np.arctan, np.square, np.abs,
+           np.sinh, np.cosh, np.arcsin, np.arccos, np.arcsinh, np.arccosh, np.arctanh, np.log2,
+           np.log10, np.deg2rad, np.rad2deg, np.fabs):
+    uses_only_shapes(_f, ans=True)
 
 nondifferentiable(
     np.sign, np.floor, np.ceil, np.round, np.rint, np.trunc, np.floor_divide,

@@ -10,7 +10,8 @@ counterpart and the matching ``Delayed`` operator share one rule.
 from __future__ import annotations
 
 __all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
-           "rule_for", "has_rules", "is_nondifferentiable", "MissingRuleError"]
+           "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
+           "is_nondifferentiable", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
 # or a callable ``pos -> rule or None`` for functions with any number of arguments
@@ -18,6 +19,8 @@ _RULES = {}
 _NONDIFF = set()
 # func -> an implementation written with traceable operations, used on traced values
 _COMPOSITES = {}
+# func -> (argument positions, whether ``ans``) its rules read only for shape and dtype
+_SHAPE_ONLY = {}
 
 
 class MissingRuleError(TypeError):
@@ -42,18 +45,37 @@ def defvjp(func, *rules):
     func = _key(func)
     _RULES[func] = tuple(rules)
     _NONDIFF.discard(func)
+    _SHAPE_ONLY.pop(func, None)  # new rules may read the values
     return func
 
 
 def defvjp_argnum(func, maker):
     """Register ``maker(pos)`` -> rule for argument ``pos`` (variadic functions)."""
     _RULES[_key(func)] = maker
+    _SHAPE_ONLY.pop(_key(func), None)
     return func
 
 
 def copy_rules(dst, src):
     """Give ``dst`` the rules of ``src`` (``operator.add`` shares ``numpy.add``'s)."""
     _RULES[_key(dst)] = _RULES[_key(src)]
+    if _key(src) in _SHAPE_ONLY:
+        _SHAPE_ONLY[_key(dst)] = _SHAPE_ONLY[_key(src)]
+
+
+def uses_only_shapes(func, args=(), ans=False):
+    """Declare that ``func``'s rules read these arguments (and ``ans``) only for their
+    shape and dtype: backward tasks then keep a ``ShapeDtype`` instead of the value,
+    which the forward pass can free as soon as it is done with it."""
+    _SHAPE_ONLY[_key(func)] = (frozenset(args), ans)
+
+
+def shape_only_inputs(func):
+    """``(argument positions, ans?)`` that ``func``'s rules use only for shape and dtype."""
+    try:
+        return _SHAPE_ONLY.get(func, (frozenset(), False))
+    except TypeError:
+        return frozenset(), False
 
 
 def nondifferentiable(*funcs):
