@@ -275,30 +275,24 @@ def run_early(func):
     return func
 
 
-def _hoist_early(order, graph):
-    """``order`` with each task of a ``run_early`` function just after its last dependency."""
-    early = []
-    for key in order:
-        try:
-            if graph[key].func in _EARLY:
-                early.append(key)
-        except TypeError:  # an unhashable callable is never marked
-            pass
-    if not early:
-        return order
-    position = {key: i for i, key in enumerate(order)}
-    after = {}
-    for key in early:  # in order, so an early task's early inputs are placed already
-        last = max((position[dep] for dep in graph[key].dependencies), default=-1)
-        after.setdefault(last, []).append(key)
-        position[key] = last
-    moved = set(early)
-    hoisted = list(after.get(-1, ()))
-    for i, key in enumerate(order):
-        if key not in moved:
-            hoisted.append(key)
-        hoisted.extend(after.get(i, ()))
-    return hoisted
+def _hoist_early(order, graph, early):
+    """``order`` with each of the ``early`` keys just after its last dependency.
+
+    A key at index ``i`` gets the rank ``i * step``; an early key the rank of
+    its last dependency's slot plus ``n`` (``n`` counting up, below ``step``),
+    so it sorts right after that dependency and after any early key it reads.
+    The ranks are ints and the sort runs at C speed.
+    """
+    step = len(early) + 1
+    rank = dict(zip(order, range(0, len(order) * step, step)))
+    early.sort(key=rank.__getitem__)  # inputs first
+    for n, key in enumerate(early, 1):
+        deps = graph[key].dependencies
+        last = rank[deps[0]] if len(deps) == 1 else max(map(rank.__getitem__, deps),
+                                                         default=-step)
+        rank[key] = last - last % step + n
+    order.sort(key=rank.__getitem__)
+    return order
 
 
 def postorder(graph, roots):
@@ -314,6 +308,7 @@ def postorder(graph, roots):
     done = set()
     entered = set()
     order = []
+    early = []
     for root in roots:
         if root in done:
             continue
@@ -328,7 +323,13 @@ def postorder(graph, roots):
             pushed = False
             if key not in entered:
                 entered.add(key)
-                deps = graph[key].dependencies
+                task = graph[key]
+                deps = task.dependencies
+                try:
+                    if task.func in _EARLY:
+                        early.append(key)
+                except TypeError:  # an unhashable callable is never marked
+                    pass
                 for i in range(len(deps) - 1, -1, -1):
                     dep = deps[i]
                     if dep not in done:
@@ -343,7 +344,7 @@ def postorder(graph, roots):
                 stack.pop()
                 done.add(key)
                 order.append(key)
-    return _hoist_early(order, graph)
+    return _hoist_early(order, graph, early) if early else order
 
 
 def count_readers(tasks):

@@ -152,20 +152,24 @@ def _backward(y, wrt, seed, tok):
     order = list(nodes)
     views = {}
     active = set()
+    valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
         view = views[key] = _view(nodes[key], nodes)
         if key in targets or (not is_nondifferentiable(view[0])
                               and any(dep in active for dep in view[3])):
             active.add(key)
+            valued.update(_value_reads(key, view))
 
     metas = {}
 
     def meta(k):
-        """The ``describe`` task of forward value ``k`` (one per value); a leaf is
-        held by its graph anyway, so it is read as it is."""
+        """The ``describe`` task of forward value ``k`` (one per value).  A value that
+        stays alive anyway (a leaf, or read whole by another backward task) is read
+        as it is."""
         d = metas.get(k)
         if d is None:
-            if nodes[k]._task.func is None or isinstance(nodes[k]._task, Placeholder):
+            task = nodes[k]._task
+            if k in valued or task.func is None or isinstance(task, Placeholder):
                 return nodes[k]
             d = metas[k] = _make(f"meta-{k}-{tok}", describe, (Ref(k),), None, (nodes[k],),
                                  ((0, k),))
@@ -204,6 +208,18 @@ def _backward(y, wrt, seed, tok):
     if single:
         return grads[0]
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
+
+
+def _value_reads(key, view):
+    """The forward keys whose values (not only shapes) node ``key``'s backward tasks read."""
+    func, args, kwargs, deps, refs = view
+    if refs is None or not has_rules(func) or type(_kwargs_template(kwargs)) is Pack:
+        return (key, *deps)
+    shape_args, shape_ans = shape_only_inputs(func)
+    reads = [k for i, k in refs if i not in shape_args]
+    if not shape_ans:
+        reads.append(key)
+    return reads
 
 
 def _kwargs_template(kwargs):
