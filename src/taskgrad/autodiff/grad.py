@@ -243,20 +243,43 @@ def _rule_edges(key, nodes, view, live, g, tok, meta):
     value is not kept alive for the backward pass.
     """
     func, args, kwargs, deps, refs = view
-    paths = _ref_paths(args, kwargs, refs)
     kwargs_t = _kwargs_template(kwargs)
+    if refs is None or type(kwargs_t) is Pack:
+        return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
+    # arguments only at top level (the common case): one pass over them
+    shape_args, shape_ans = shape_only_inputs(func)
+    ans = meta(key) if shape_ans else nodes[key]
+    new_args = list(args)
+    reads = [g, ans]
+    read_keys = {g._key, ans._key}
+    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(positions, kwargs, g, ans, *args)
+    for i, k in refs:
+        d = meta(k) if i in shape_args else nodes[k]
+        dk = d._key
+        if dk != k:
+            new_args[i] = Ref(dk)
+        plan.append((i + 4, dk))
+        if dk not in read_keys:
+            read_keys.add(dk)
+            reads.append(d)
+    head = (kwargs_t, Ref(g._key), Ref(ans._key), *new_args)
+    plan = tuple(plan)
+    edges = []
+    for dep in live:
+        positions = tuple((rule, i, None) for i, k in refs if k == dep
+                          for rule in (rule_for(func, i),) if rule is not None)
+        if positions:
+            edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp, (positions, *head),
+                         None, reads, plan)
+            edges.append((dep, edge))
+    return edges
+
+
+def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
+    """``_rule_edges`` where dependencies sit inside containers: the forward values as they are."""
+    func, args, kwargs, deps, refs = view
+    paths = _ref_paths(args, kwargs, refs)
     reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
-    plan = False
-    ans = key
-    if refs is not None and type(kwargs_t) is not Pack:
-        shape_args, shape_ans = shape_only_inputs(func)
-        read = {i: meta(k) if i in shape_args else nodes[k] for i, k in refs}
-        ans_d = meta(key) if shape_ans else nodes[key]
-        ans = ans_d._key
-        args = tuple(Ref(read[i]._key) if i in read else a for i, a in enumerate(args))
-        reads = list({d._key: d for d in (g, ans_d, *read.values())}.values())
-        # rule_vjp(positions, kwargs, g, ans, *args): the forward plan, shifted by four
-        plan = ((2, g._key), (3, ans), *[(i + 4, read[i]._key) for i, _ in refs])
     edges = []
     for dep in live:
         positions = []
@@ -270,8 +293,7 @@ def _rule_edges(key, nodes, view, live, g, tok, meta):
                 positions.append((rule, path[1], path[2] if len(path) == 3 else None))
         if positions:
             edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                         (tuple(positions), kwargs_t, Ref(g._key), Ref(ans), *args),
-                         None, reads, plan)
+                         (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args), None, reads)
             edges.append((dep, edge))
     return edges
 
