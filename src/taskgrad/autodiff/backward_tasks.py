@@ -43,7 +43,10 @@ class ShapeDtype:
 @run_early
 def describe(value):
     """The shape and dtype of a forward value, so that the value itself can be freed early."""
-    return ShapeDtype(np.shape(value), np.result_type(value))
+    try:
+        return ShapeDtype(value.shape, value.dtype)
+    except AttributeError:  # a Python number
+        return ShapeDtype(np.shape(value), np.result_type(value))
 
 
 def rule_vjp(positions, kwargs, g, ans, *args):
