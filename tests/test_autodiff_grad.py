@@ -401,3 +401,11 @@ def test_backward_keeps_only_the_forward_values_its_rules_read(monkeypatch):
     for a, b in zip(lean_values, kept_values):
         np.testing.assert_array_equal(a, b)
     assert lean < 0.75 * kept, (lean, kept)
+
+
+def test_a_task_returning_a_list_can_be_an_argument_of_a_differentiated_op():
+    """Its shape and dtype are read as NumPy sees it (the ``describe`` of a list)."""
+    values = tg.delayed(lambda: [1.0, 2.0])()
+    x = tg.delayed(np.array([3.0, 4.0]))
+    y = tnp.sum(tnp.add(values, x) * x)
+    np.testing.assert_array_equal(tg.grad(y, x).compute(), [7.0, 10.0])

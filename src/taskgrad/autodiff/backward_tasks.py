@@ -45,8 +45,9 @@ def describe(value):
     """The shape and dtype of a forward value, so that the value itself can be freed early."""
     try:
         return ShapeDtype(value.shape, value.dtype)
-    except AttributeError:  # a Python number
-        return ShapeDtype(np.shape(value), np.result_type(value))
+    except AttributeError:  # a Python number or a list: as NumPy will see it
+        value = np.asarray(value)
+        return ShapeDtype(value.shape, value.dtype)
 
 
 def rule_vjp(positions, kwargs, g, ans, *args):
