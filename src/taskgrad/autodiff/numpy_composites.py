@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numpy_vjps import _reduction_count, _undiagonal
+from .numpy_vjps import _LETTERS, _reduction_count, _undiagonal
 from .rules import MissingRuleError, defcomposite
 from .trace import astype
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _unsupported(name, option):
     raise MissingRuleError(f"numpy.{name} with {option}")
 
 
+def _given(out, kwargs):
+    """The options a reduction was given beyond what its composition covers."""
+    return " and ".join((["out="] if out is not None else []) + [f"{k}=" for k in kwargs])
+
+
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     if out is not None or kwargs:
-        _unsupported("var", "out= or where=" if out is not None else sorted(kwargs)[0] + "=")
+        _unsupported("var", _given(out, kwargs))
     if dtype is not None:
         a = astype(a, dtype)
     deviation = a - np.mean(a, axis=axis, keepdims=True)
@@ -86,7 +89,7 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
 
 def nansum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     if out is not None or kwargs:
-        _unsupported("nansum", "out= or where=")
+        _unsupported("nansum", _given(out, kwargs))
     return np.sum(np.where(np.isnan(a), 0.0, a), axis=axis, keepdims=keepdims)
 
 
