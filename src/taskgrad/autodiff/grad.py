@@ -151,6 +151,7 @@ def _backward(y, wrt, seed, tok):
     nodes = _collect(y)
     order = list(nodes)
     views = {}
+    specs = {}
     active = set()
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
@@ -158,7 +159,8 @@ def _backward(y, wrt, seed, tok):
         if key in targets or (not is_nondifferentiable(view[0])
                               and any(dep in active for dep in view[3])):
             active.add(key)
-            valued.update(_value_reads(key, view))
+            spec = specs[key] = _shape_spec(view)
+            valued.update(_value_reads(key, view, spec))
 
     metas = {}
 
@@ -193,7 +195,7 @@ def _backward(y, wrt, seed, tok):
         if not live or is_nondifferentiable(func):
             continue
         if has_rules(func):
-            edges = _rule_edges(key, nodes, views[key], live, g, tok, meta)
+            edges = _rule_edges(key, nodes, views[key], live, g, tok, specs[key], meta)
         else:
             edges = _tape_edges(key, nodes, views[key], live, g, tok)
         for dep, edge in edges:
@@ -210,12 +212,22 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _value_reads(key, view):
-    """The forward keys whose values (not only shapes) node ``key``'s backward tasks read."""
+def _shape_spec(view):
+    """``(argument positions, ans?)`` the node's rule tasks may read as ``describe``
+    tasks, or None where they read the forward values as they are (no rules, or
+    dependencies nested in containers)."""
     func, args, kwargs, deps, refs = view
     if refs is None or not has_rules(func) or type(_kwargs_template(kwargs)) is Pack:
+        return None
+    return shape_only_inputs(func)
+
+
+def _value_reads(key, view, spec):
+    """The forward keys whose values (not only shapes) node ``key``'s backward tasks read."""
+    func, args, kwargs, deps, refs = view
+    if spec is None:
         return (key, *deps)
-    shape_args, shape_ans = shape_only_inputs(func)
+    shape_args, shape_ans = spec
     reads = [k for i, k in refs if i not in shape_args]
     if not shape_ans:
         reads.append(key)
@@ -235,7 +247,7 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok, meta):
+def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
@@ -244,10 +256,10 @@ def _rule_edges(key, nodes, view, live, g, tok, meta):
     """
     func, args, kwargs, deps, refs = view
     kwargs_t = _kwargs_template(kwargs)
-    if refs is None or type(kwargs_t) is Pack:
+    if spec is None:
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
     # arguments only at top level (the common case): one pass over them
-    shape_args, shape_ans = shape_only_inputs(func)
+    shape_args, shape_ans = spec
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
     reads = [g, ans]
