@@ -64,9 +64,10 @@ def _check_delayed(obj, what):
 
 
 def _make(key, func, args, kwargs, deps, fill_plan=False):
-    task = Task(key, func, args, kwargs, dependencies=tuple([d._key for d in deps]), pure=True,
-                role="backward", fill_plan=fill_plan)
-    return Delayed(key, task, tuple(deps))
+    deps = tuple(deps)
+    # positional: grad makes one task per backward edge, and keywords cost here
+    task = Task(key, func, args, kwargs, tuple([d._key for d in deps]), True, "backward", fill_plan)
+    return Delayed(key, task, deps)
 
 
 def _collect(root):
@@ -276,15 +277,15 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
             reads.append(d)
     head = (kwargs_t, Ref(g._key), Ref(ans._key), *new_args)
     plan = tuple(plan)
-    edges = []
-    for dep in live:
-        positions = tuple((rule, i, None) for i, k in refs if k == dep
-                          for rule in (rule_for(func, i),) if rule is not None)
-        if positions:
-            edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp, (positions, *head),
-                         None, reads, plan)
-            edges.append((dep, edge))
-    return edges
+    positions = {}  # active dependency -> the (rule, position, None) of each place it fills
+    for i, k in refs:
+        if k in live:
+            rule = rule_for(func, i)
+            if rule is not None:
+                positions.setdefault(k, []).append((rule, i, None))
+    return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
+                        (tuple(positions[dep]), *head), None, reads, plan))
+            for dep in live if dep in positions]
 
 
 def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
