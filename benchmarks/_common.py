@@ -58,14 +58,16 @@ def median_time(fn, repeat=5, warmup=1):
     return statistics.median(times)
 
 
-def interleaved_medians(steps, args, rounds, block):
-    """Median wall and CPU time (this process) per call of each of ``steps``.
+def interleaved_times(steps, args, rounds, block):
+    """Wall and CPU time (this process) per call of each of ``steps``, one time a round.
 
     A round runs every step ``block`` times back to back (after one untimed
     call), as a training loop does: single calls interleaved with other work
     would time cold caches and the second core's wake-up instead (threads lost
     up to 30% that way here).  The order of the steps is shuffled every round
-    (seeded), so that no implementation always follows the same one.
+    (seeded), so that no implementation always follows the same one.  Returns
+    two dicts of lists in round order, so that the times of two steps in the
+    same round, under the same load, can be paired.
     """
     wall = {name: [] for name in steps}
     cpu = {name: [] for name in steps}
@@ -81,8 +83,18 @@ def interleaved_medians(steps, args, rounds, block):
                 step(*args)
             wall[name].append((time.perf_counter() - t) / block)
             cpu[name].append((time.process_time() - c) / block)
-    return ({name: statistics.median(ts) for name, ts in wall.items()},
-            {name: statistics.median(ts) for name, ts in cpu.items()})
+    return wall, cpu
+
+
+def medians(times):
+    """``{name: median}`` of ``{name: list of times}``."""
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def interleaved_medians(steps, args, rounds, block):
+    """Median wall and CPU time per call of each of ``steps``: see :func:`interleaved_times`."""
+    wall, cpu = interleaved_times(steps, args, rounds, block)
+    return medians(wall), medians(cpu)
 
 
 def spin(n):

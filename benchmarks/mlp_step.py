@@ -1,21 +1,37 @@
 """One SGD training step of an MLP 784-256-256-10 (ReLU, softmax cross-entropy,
 batch 256), float64 and float32, in one process with BLAS threads = 1.
 
-Compared: hand-written NumPy forward+backward (the baseline), taskgrad with
-fine-grained ``tnp`` ops and with coarse plain-NumPy ``@tg.delayed`` layers on
-``"sync"``, HIPS autograd, PyTorch eager (CPU, one thread), and a 2-shard
-data-parallel taskgrad step on ``"threads"`` against ``"sync"``.  Every
-implementation's gradients are checked against the baseline first.  Times are
-medians over interleaved rounds (the machine is shared and noisy), and a probe
-measures how much of a second core is actually free during the run.
+Two sections per dtype.  The main table compares, one thread each:
+hand-written NumPy forward+backward (the baseline); taskgrad with fine-grained
+``tnp`` ops and with coarse plain-NumPy ``@tg.delayed`` layers, each rebuilt
+every step (graph, ``tg.grad``, planning, then computed) and compiled (the same
+graph built once with ``tg.placeholder`` for the batch and the parameters and
+``tg.compile``-d, as a training loop would, so that building, differentiating
+and planning are paid once and a step only feeds the values and runs), all on
+``"sync"``; HIPS autograd; PyTorch eager (CPU, one thread).
 
-Run: ``PYTHONPATH=src python benchmarks/mlp_step.py [--rounds N]``
+The data-parallel section splits the batch into two halves: hand-written NumPy
+on the halves one after the other and on two threads (the ceiling for any
+2-shard speed-up on this machine in this run), and the layers graph with two
+independent shard branches whose gradients are summed, rebuilt and compiled,
+each on ``"sync"`` and ``"threads"``.  It runs longer blocks of back-to-back
+steps, as a training loop does, and reports the threads-vs-sync speed-ups both
+as a ratio of medians and as the median of ratios paired within a round.  A
+probe, just before and just after it, measures how much of a second core is
+actually free.
+
+Every implementation's gradients are checked against the baseline first.  Times
+are medians over interleaved, shuffled rounds (the machine is shared and noisy).
+
+Run: ``PYTHONPATH=src python benchmarks/mlp_step.py [--rounds N] [--parallel-rounds N]``
 """
 
 import _common  # noqa: F401  (pins BLAS to one thread before NumPy loads)
 
 import argparse  # noqa: E402
+import statistics  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -26,6 +42,8 @@ import taskgrad.numpy as tnp  # noqa: E402
 SIZES = (784, 256, 256, 10)
 BATCH = 256
 LR = 0.1
+NAMES = ("W1", "b1", "W2", "b2", "W3", "b3")
+PARALLEL_BLOCK = 30
 
 
 def make_problem(dtype, seed=0):
@@ -61,22 +79,28 @@ def numpy_grads(params, x, onehot):
     return loss, [dW1, db1, dW2, db2, dW3, db3]
 
 
-def numpy_step(params, x, onehot):
-    loss, grads = numpy_grads(params, x, onehot)
-    return loss, [p - LR * g for p, g in zip(params, grads)]
+def sgd(grads_fn):
+    """A training step from a gradient function: the SGD update in NumPy, the same for all."""
+    def step(params, x, onehot):
+        loss, grads = grads_fn(params, x, onehot)
+        return loss, [p - LR * g for p, g in zip(params, grads)]
+    return step
+
+
+numpy_step = sgd(numpy_grads)
 
 
 _halves_pool = ThreadPoolExecutor(2)
 
 
-def numpy_halves_step(params, x, onehot, threads):
+def numpy_halves_grads(params, x, onehot, threads):
     """Hand-written NumPy on two half batches, one after the other or on two threads: the
     ceiling for any 2-shard data-parallel speed-up on this machine, measured in the same run."""
     half = len(x) // 2
     parts = [(x[:half], onehot[:half]), (x[half:], onehot[half:])]
     run = _halves_pool.map if threads else map
-    grads = [g for _, g in run(lambda part: numpy_grads(params, *part), parts)]
-    return None, [p - LR * (a + b) / 2 for p, a, b in zip(params, *grads)]
+    (loss_a, grads_a), (loss_b, grads_b) = run(lambda part: numpy_grads(params, *part), parts)
+    return (loss_a + loss_b) / 2, [(a + b) / 2 for a, b in zip(grads_a, grads_b)]
 
 
 # ---------------------------------------------------------------- taskgrad
@@ -112,36 +136,47 @@ def layered_loss(x, onehot, W1, b1, W2, b2, W3, b3):
     return softmax_cross_entropy(dense_relu(dense_relu(x, W1, b1), W2, b2), W3, b3, onehot)
 
 
-def taskgrad_grads(loss_fn, params, x, onehot, scheduler="sync"):
+def loss_and_grads(loss_fn, x, onehot, params, batch, shards=1):
+    """The loss on the batch and its gradients, as lazy values.
+
+    With ``shards`` > 1 (data parallel), ``loss_fn`` runs on that many
+    consecutive slices of the batch of ``batch`` rows, each weighted by its share
+    of it, so that the sum is the loss on the whole batch; each shard's forward
+    and backward are independent branches, and their gradients are summed.
+    """
+    if shards == 1:
+        losses = [loss_fn(x, onehot, *params)]
+    else:
+        bounds = [batch * i // shards for i in range(shards + 1)]
+        losses = [loss_fn(x[a:b], onehot[a:b], *params) * ((b - a) / batch)
+                  for a, b in zip(bounds, bounds[1:])]
+    grads = [tg.grad(y, params) for y in losses]
+    return [sum(losses[1:], losses[0]), *(sum(gs[1:], gs[0]) for gs in zip(*grads))]
+
+
+def taskgrad_grads(loss_fn, params, x, onehot, scheduler="sync", shards=1):
+    """The graph rebuilt (built, differentiated, planned) and computed for this step."""
     leaves = [tg.delayed(p) for p in params]
-    y = loss_fn(x, onehot, *leaves)
-    loss, *grads = tg.compute(y, *tg.grad(y, leaves), scheduler=scheduler)
+    loss, *grads = tg.compute(*loss_and_grads(loss_fn, x, onehot, leaves, len(x), shards),
+                              scheduler=scheduler)
     return loss, grads
 
 
-def taskgrad_step(loss_fn, params, x, onehot, scheduler="sync"):
-    """Forward and backward as one graph; the SGD update in NumPy, as the baseline does."""
-    loss, grads = taskgrad_grads(loss_fn, params, x, onehot, scheduler)
-    return loss, [p - LR * g for p, g in zip(params, grads)]
+def compiled_grads(loss_fn, dtype, scheduler="sync", shards=1):
+    """The same graph compiled once, with placeholders for the batch and the parameters, as a
+    training loop would: a step only feeds the values and runs it.  With ``shards`` > 1 the
+    shards' weights are fixed for batches of ``BATCH`` rows."""
+    x = tg.placeholder("x", shape=(None, SIZES[0]), dtype=dtype)
+    onehot = tg.placeholder("onehot", shape=(None, SIZES[-1]), dtype=dtype)
+    params = [tg.placeholder(name) for name in NAMES]
+    run = tg.compile(loss_and_grads(loss_fn, x, onehot, params, BATCH, shards),
+                     scheduler=scheduler)
 
+    def grads(params, xv, ov):
+        loss, *gs = run(x=xv, onehot=ov, **dict(zip(NAMES, params)))
+        return loss, gs
 
-def sharded_grads(params, x, onehot, scheduler, shards=2):
-    """Data parallel: each shard's forward and backward are independent branches."""
-    leaves = [tg.delayed(p) for p in params]
-    parts = np.array_split(np.arange(len(x)), shards)
-    losses, grads = [], []
-    for idx in parts:
-        y = layered_loss(x[idx], onehot[idx], *leaves) * (len(idx) / len(x))
-        losses.append(y)
-        grads.append(tg.grad(y, leaves))
-    total = [sum(gs[1:], gs[0]) for gs in zip(*grads)]
-    loss, *summed = tg.compute(sum(losses[1:], losses[0]), *total, scheduler=scheduler)
-    return loss, summed
-
-
-def sharded_step(params, x, onehot, scheduler, shards=2):
-    loss, grads = sharded_grads(params, x, onehot, scheduler, shards)
-    return loss, [p - LR * g for p, g in zip(params, grads)]
+    return grads
 
 
 # ---------------------------------------------------------------- HIPS autograd
@@ -208,61 +243,106 @@ def check_same_gradients(impls, params, x, onehot, dtype):
                 (name, i, float(np.max(np.abs(g - r))), scale)
 
 
+def main_table_grads(dtype):
+    """The taskgrad rows of the main table, as gradient functions."""
+    return {
+        "taskgrad tnp (sync)": partial(taskgrad_grads, tnp_loss),
+        "taskgrad layers (sync)": partial(taskgrad_grads, layered_loss),
+        "taskgrad tnp compiled (sync)": compiled_grads(tnp_loss, dtype),
+        "taskgrad layers compiled (sync)": compiled_grads(layered_loss, dtype),
+    }
+
+
+def parallel_grads(dtype):
+    """The rows of the data-parallel section, as gradient functions."""
+    impls = {
+        "NumPy 2 halves (one thread)": partial(numpy_halves_grads, threads=False),
+        "NumPy 2 halves (2 threads)": partial(numpy_halves_grads, threads=True),
+    }
+    for scheduler in ("sync", "threads"):
+        impls[f"taskgrad 2 shards rebuilt ({scheduler})"] = \
+            partial(taskgrad_grads, layered_loss, scheduler=scheduler, shards=2)
+    for scheduler in ("sync", "threads"):
+        impls[f"taskgrad 2 shards compiled ({scheduler})"] = \
+            compiled_grads(layered_loss, dtype, scheduler, shards=2)
+    return impls
+
+
+# (label, the row on one thread or "sync", the row on two threads or "threads")
+SPEED_UPS = [
+    ("taskgrad 2 shards rebuilt, threads vs sync",
+     "taskgrad 2 shards rebuilt (sync)", "taskgrad 2 shards rebuilt (threads)"),
+    ("taskgrad 2 shards compiled, threads vs sync",
+     "taskgrad 2 shards compiled (sync)", "taskgrad 2 shards compiled (threads)"),
+    ("ceiling: hand-written NumPy halves, 2 threads vs one",
+     "NumPy 2 halves (one thread)", "NumPy 2 halves (2 threads)"),
+]
+
+
+def print_main_table(steps, inputs, dtype, rounds):
+    """Each row's wall and CPU medians, against hand-written NumPy and PyTorch."""
+    wall, cpu = _common.interleaved_medians(steps, inputs, rounds, 5)
+    print(f"\n{np.dtype(dtype).name}: medians of {rounds} rounds of 5 steps each, "
+          "shuffled (gradients checked equal first); cpu = this process's CPU time")
+    print(f"{'implementation':32s} {'wall ms':>8s} {'x NumPy':>8s} {'x torch':>8s} "
+          f"{'cpu ms':>8s} {'x NumPy':>8s} {'x torch':>8s}")
+    for name in wall:
+        cells = []
+        for medians in (wall, cpu):
+            t, base = medians[name], medians["hand-written NumPy"]
+            torch_time = medians.get("PyTorch eager")
+            vs_torch = f"{t / torch_time:8.2f}" if torch_time else f"{'-':>8s}"
+            cells.append(f"{t * 1e3:8.2f} {t / base:8.2f} {vs_torch}")
+        print(f"{name:32s} {' '.join(cells)}")
+
+
+def print_parallel_section(steps, inputs, dtype, rounds):
+    """The data-parallel rows, and the speed-ups of two threads over one both as a ratio of
+    medians and as the median of the ratios within each round (both steps of a pair ran
+    under the same load, so drifts in the load between rounds cancel)."""
+    wall, cpu = _common.interleaved_times(steps, inputs, rounds, PARALLEL_BLOCK)
+    wall_med, cpu_med = _common.medians(wall), _common.medians(cpu)
+    base = wall_med["NumPy 2 halves (one thread)"]
+    rows = [[name, f"{wall_med[name] * 1e3:.2f}", f"{cpu_med[name] * 1e3:.2f}",
+             f"{wall_med[name] / base:.2f}"] for name in steps]
+    _common.print_table(
+        f"{np.dtype(dtype).name}, data parallel on 2 half batches: medians of {rounds} "
+        f"shuffled rounds of {PARALLEL_BLOCK} back-to-back steps",
+        ["implementation", "wall ms", "cpu ms", "x NumPy 2 halves (one thread)"], rows)
+    width = max(len(label) for label, _, _ in SPEED_UPS) + 1
+    for label, one, two in SPEED_UPS:
+        paired = statistics.median(a / b for a, b in zip(wall[one], wall[two]))
+        print(f"{label + ':':{width}s} speed-up {wall_med[one] / wall_med[two]:.2f}x (ratio of "
+              f"wall medians), {paired:.2f}x (median of per-round wall ratios)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of the main table")
+    parser.add_argument("--parallel-rounds", type=int, default=10,
+                        help="rounds of the data-parallel section")
     args = parser.parse_args()
 
     ag_grads, ag_step = autograd_parts()
     torch_fns = torch_parts()
     with threadpool_limits(limits=1):
         print(_common.MALLOC)
-        _common.print_probe()
         for dtype in (np.float64, np.float32):
             x, onehot, params = make_problem(dtype)
-            grads_impls = {
-                "taskgrad tnp (sync)": lambda p, x, o: taskgrad_grads(tnp_loss, p, x, o),
-                "taskgrad layers (sync)": lambda p, x, o: taskgrad_grads(layered_loss, p, x, o),
-                "taskgrad 2 shards (threads)": lambda p, x, o: sharded_grads(p, x, o, "threads"),
-                "HIPS autograd": ag_grads,
-            }
-            steps = {
-                "hand-written NumPy": numpy_step,
-                "taskgrad tnp (sync)": lambda p, x, o: taskgrad_step(tnp_loss, p, x, o),
-                "taskgrad layers (sync)": lambda p, x, o: taskgrad_step(layered_loss, p, x, o),
-                "HIPS autograd": ag_step,
-            }
+            main_grads, par_grads = main_table_grads(dtype), parallel_grads(dtype)
+            grads_impls = {**main_grads, **par_grads, "HIPS autograd": ag_grads}
+            steps = {"hand-written NumPy": numpy_step,
+                     **{name: sgd(fn) for name, fn in main_grads.items()},
+                     "HIPS autograd": ag_step}
             if torch_fns is not None:
                 grads_impls["PyTorch eager"] = torch_fns[0]
                 steps["PyTorch eager"] = torch_fns[1]
-            steps["NumPy 2 halves (one thread)"] = \
-                lambda p, x, o: numpy_halves_step(p, x, o, threads=False)
-            steps["NumPy 2 halves (2 threads)"] = \
-                lambda p, x, o: numpy_halves_step(p, x, o, threads=True)
-            steps["taskgrad 2 shards (sync)"] = lambda p, x, o: sharded_step(p, x, o, "sync")
-            steps["taskgrad 2 shards (threads)"] = \
-                lambda p, x, o: sharded_step(p, x, o, "threads")
             check_same_gradients(grads_impls, params, x, onehot, dtype)
-            wall, cpu = _common.interleaved_medians(steps, (params, x, onehot), args.rounds, 5)
-            print(f"\n{np.dtype(dtype).name}: medians of {args.rounds} rounds of 5 steps each, "
-                  "shuffled (gradients checked equal first); cpu = this process's CPU time")
-            print(f"{'implementation':30s} {'wall ms':>8s} {'x NumPy':>8s} {'x torch':>8s} "
-                  f"{'cpu ms':>8s} {'x NumPy':>8s} {'x torch':>8s}")
-            for name in wall:
-                cells = []
-                for medians in (wall, cpu):
-                    t, base = medians[name], medians["hand-written NumPy"]
-                    torch_time = medians.get("PyTorch eager")
-                    vs_torch = f"{t / torch_time:8.2f}" if torch_time else f"{'-':>8s}"
-                    cells.append(f"{t * 1e3:8.2f} {t / base:8.2f} {vs_torch}")
-                print(f"{name:30s} {' '.join(cells)}")
-            speedup = wall["taskgrad 2 shards (sync)"] / wall["taskgrad 2 shards (threads)"]
-            print(f"2-shard data parallel (wall): threads {speedup:.2f}x faster than sync")
-            ceiling = (wall["NumPy 2 halves (one thread)"]
-                       / wall["NumPy 2 halves (2 threads)"])
-            print(f"  (ceiling in this run: hand-written NumPy halves on 2 threads "
-                  f"{ceiling:.2f}x faster than on one)")
-        _common.print_probe()
+            print_main_table(steps, (params, x, onehot), dtype, args.rounds)
+            _common.print_probe()
+            print_parallel_section({name: sgd(fn) for name, fn in par_grads.items()},
+                                   (params, x, onehot), dtype, args.parallel_rounds)
+            _common.print_probe()
 
 
 if __name__ == "__main__":
