@@ -1,6 +1,7 @@
 """grad / vjp: the worked examples, the shape of the backward graph, and errors."""
 
 import operator
+import re
 
 import numpy as np
 import pytest
@@ -95,6 +96,25 @@ def test_vjp_with_explicit_cotangent(scheduler):
     ct = tg.delayed(np.array([3.0, 5.0]))
     np.testing.assert_array_equal(tg.vjp(y, x, ct).compute(scheduler=scheduler), [6.0, 20.0])
     np.testing.assert_array_equal(tg.vjp(y, x, np.array([1.0, 1.0])).compute(), [2.0, 4.0])
+
+
+def test_vjp_cotangent_of_another_shape_is_a_clear_error():
+    x = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    y = x * 2.0
+    for cotangent in (np.ones(4), tg.delayed(np.ones((3, 1))), 1.0):
+        with pytest.raises(ValueError, match="cotangent has shape .* but the value of 'mul-"):
+            tg.vjp(y, x, cotangent).compute(scheduler="sync")
+    np.testing.assert_array_equal(tg.vjp(y, x, [1.0, 0.0, 2.0]).compute(), [2.0, 0.0, 4.0])
+
+
+def test_vjp_is_linear_in_its_cotangent_and_differentiable_in_it():
+    """The double-VJP trick: differentiating a VJP in its cotangent gives a JVP."""
+    x = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    c = tg.delayed(np.array([0.5, -1.0, 2.0]))
+    v = np.array([1.0, 10.0, 100.0])
+    u = tg.vjp(tnp.sin(x), x, c)  # cos(x) * c
+    jvp = tg.grad(tnp.sum(u * v), c)  # cos(x) * v: the JVP of sin at x along v
+    np.testing.assert_allclose(jvp.compute(scheduler="sync"), np.cos([1.0, 2.0, 3.0]) * v)
 
 
 def test_bad_arguments():
@@ -271,6 +291,46 @@ def test_missing_rule_error_on_threads_keeps_its_type():
     x = tg.delayed(np.ones(2))
     with pytest.raises(MissingRuleError, match="to_list"):
         tg.grad(tnp.sum(to_list(x)), x).compute(scheduler="threads")
+
+
+@tg.delayed
+def _assign_into_traced(x):
+    y = x * 1.0
+    y[0] = 5.0
+    return np.sum(y)
+
+
+@tg.delayed
+def _store_element_into_plain(x):
+    out = np.zeros(3)
+    out[0] = x[1]
+    return np.sum(out)
+
+
+@tg.delayed
+def _store_slice_into_plain(x):
+    out = np.zeros(3)
+    out[:2] = x[1:]
+    return np.sum(out)
+
+
+@pytest.mark.parametrize("func, error, message", [
+    (_assign_into_traced, MissingRuleError,
+     "'_assign_into_traced'.*item assignment.*np.where, np.concatenate"),
+    (_store_element_into_plain, ValueError,
+     "sequence(.|\n)*_store_element_into_plain.*storing a traced value into a plain NumPy array"),
+    (_store_slice_into_plain, MissingRuleError,
+     "'_store_slice_into_plain'.*storing into a plain array.*np.where, np.concatenate"),
+])
+def test_in_place_assignment_is_a_clear_error(func, error, message):
+    """NumPy code that writes traced values in place cannot be traced: the error says so and
+    what to write instead (the forward pass alone still runs)."""
+    x = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    assert np.isfinite(func(x).compute())
+    with pytest.raises(error) as info:
+        tg.grad(func(x), x).compute(scheduler="sync")
+    text = str(info.value) + "\n" + "\n".join(getattr(info.value, "__notes__", []))
+    assert re.search(message, text), text
 
 
 def test_non_float_results_are_not_traced():

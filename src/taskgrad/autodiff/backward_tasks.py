@@ -13,11 +13,12 @@ import functools
 import numpy as np
 
 from ..graph import run_early
-from .rules import defvjp_argnum, nondifferentiable
+from .rules import defvjp, defvjp_argnum, nondifferentiable
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
-           "sum_cotangents", "ones_for", "zeros_for", "ShapeDtype", "describe"]
+           "sum_cotangents", "ones_for", "checked_cotangent", "zeros_for", "ShapeDtype",
+           "describe"]
 
 
 class ShapeDtype:
@@ -126,6 +127,25 @@ def ones_for(y, key):
     return np.ones_like(y)
 
 
+def checked_cotangent(y, cotangent, key):
+    """The cotangent given to ``tg.vjp``, checked against the value of ``y``: a cotangent
+    of another shape would broadcast through the rules into gradients of wrong shapes."""
+    if isinstance(cotangent, (list, tuple)):  # the rules compute with arrays
+        cotangent = np.asarray(cotangent)
+    y_shape, c_shape = _shape_of(y), _shape_of(cotangent)
+    if c_shape != y_shape:
+        raise ValueError(f"tg.vjp: the cotangent has shape {c_shape}, but the value of {key!r} "
+                         f"has shape {y_shape}; the cotangent must have the shape of y")
+    return cotangent
+
+
+def _shape_of(value):
+    try:
+        return value.shape
+    except AttributeError:  # a Python number or a list: as NumPy sees it
+        return np.shape(value)
+
+
 def zeros_for(x):
     """The gradient of a ``wrt`` that ``y`` does not depend on."""
     dtype = np.result_type(x)
@@ -133,4 +153,5 @@ def zeros_for(x):
 
 
 defvjp_argnum(sum_cotangents, lambda pos: lambda ans, *gs: lambda g: g)
+defvjp(checked_cotangent, None, lambda ans, y, cotangent, key: lambda g: g)
 nondifferentiable(ones_for, zeros_for, describe)

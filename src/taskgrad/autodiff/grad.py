@@ -26,8 +26,8 @@ import operator
 from ..delayed import Delayed, funcname, new_token
 from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
-from .backward_tasks import (TapeSpec, describe, ones_for, retrace_vjp, rule_vjp,
-                             sum_cotangents, tape_vjp, trace_forward, zeros_for)
+from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
+                             rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
 from .rules import has_rules, is_nondifferentiable, rule_for, shape_only_inputs
 
 __all__ = ["grad", "vjp"]
@@ -48,14 +48,11 @@ def vjp(y, wrt, cotangent):
     """``cotangent``-weighted gradient of a (possibly non-scalar) ``y`` w.r.t. ``wrt``."""
     _check_delayed(y, "y")
     tok = new_token()
-    if not isinstance(cotangent, Delayed):
-        key = f"cotangent-{tok}"
-        cotangent = _make(key, _identity, (cotangent,), None, ())
-    return _backward(y, wrt, cotangent, tok)
-
-
-def _identity(x):
-    return x
+    given = (Ref(cotangent._key), (cotangent,)) if isinstance(cotangent, Delayed) else \
+        (cotangent, ())
+    seed = _make(f"cotangent-{y._key}-{tok}", checked_cotangent, (Ref(y._key), given[0], y._key),
+                 None, (y, *given[1]))
+    return _backward(y, wrt, seed, tok)
 
 
 def _check_delayed(obj, what):

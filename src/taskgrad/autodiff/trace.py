@@ -185,6 +185,10 @@ def _sum(self, axis=None, dtype=None, keepdims=False):
         np.sum(astype(self, dtype), axis=axis, keepdims=keepdims)
 
 
+_BUILD_INSTEAD = ("build the array from traced values instead, with np.where, np.concatenate, "
+                  "np.stack or np.pad")
+
+
 class Box:
     """A traced value: behaves like its array for NumPy code, records every op."""
 
@@ -210,7 +214,10 @@ class Box:
         return apply_primitive(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise MissingRuleError("numpy.asarray (conversion of a traced value to a plain array)")
+        raise MissingRuleError(
+            "numpy.asarray (conversion of a traced value to a plain array, as np.array, "
+            "np.asarray and storing into a plain array b[...] = x do)",
+            f"{_BUILD_INSTEAD}, or give the function a rule with @tg.delayed(vjp=...)")
 
     # -- array attributes
     shape = property(lambda self: np.shape(_base(self)))
@@ -237,6 +244,9 @@ class Box:
 
     def __getitem__(self, index):
         return apply_primitive(operator.getitem, (self, index), {})
+
+    def __setitem__(self, index, value):
+        raise MissingRuleError("item assignment (x[...] = v, in place)", _BUILD_INSTEAD)
 
     def __getattr__(self, name):
         if not name.startswith("_") and hasattr(np.ndarray, name):
@@ -412,12 +422,19 @@ def trace_call(name, func, paths, args, kwargs):
     except MissingRuleError as exc:
         if getattr(exc, "taskgrad_named", False):
             raise
-        err = MissingRuleError(
-            f"cannot differentiate {name}: it applies {exc.args[0]} to a traced value, and "
-            f"that operation has no VJP rule; register one with tg.defvjp(...) or give "
-            f"the function a rule with @tg.delayed(vjp=...)")
+        hint = exc.args[1] if len(exc.args) > 1 else (
+            "register one with tg.defvjp(...) or give the function a rule with "
+            "@tg.delayed(vjp=...)")
+        err = MissingRuleError(f"cannot differentiate {name}: it applies {exc.args[0]} to a "
+                               f"traced value, and that operation has no VJP rule; {hint}")
         err.taskgrad_named = True
         raise err from None
+    except ValueError as exc:
+        if str(exc).startswith("setting an array element with a sequence"):
+            # NumPy asks nothing of a traced value stored into a plain array (b[i] = x)
+            exc.add_note(f"taskgrad: while tracing {name} for its gradient: storing a traced "
+                         f"value into a plain NumPy array cannot be traced; {_BUILD_INSTEAD}")
+        raise
     value, outputs = _unbox_output(out, trace)
     return Tape(value, trace.nodes, outputs, inputs)
 
