@@ -67,7 +67,7 @@ def test_checkpoint_matches_fine_grained_ops_and_finite_differences():
 
 
 def test_checkpoint_keeps_fewer_activations():
-    xv, Wv = values(n_layers=12, width=16, batch=2048)
+    xv, Wv = values(n_layers=24, width=16, batch=2048)
 
     def peak(every):
         x, Ws = leaves(xv, Wv)
@@ -76,7 +76,9 @@ def test_checkpoint_keeps_fewer_activations():
 
     activation = 2048 * 16 * 8
     unchecked, checked = peak(0), peak(4)
-    assert unchecked > 20 * activation  # all layers' activations held for the backward pass
+    # every layer's output is held for the backward pass (tanh's rule reads it; its input,
+    # h @ W, only for its shape, so that one is not held)
+    assert unchecked > 24 * activation
     assert checked < 0.6 * unchecked
 
 

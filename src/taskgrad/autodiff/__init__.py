@@ -3,7 +3,8 @@
 ``rules.py`` holds the VJP registry, ``numpy_vjps.py`` the rules of NumPy and
 of Python's operators, ``trace.py`` the tracer for plain-NumPy bodies,
 ``grad.py`` the construction of the backward graph, ``backward_tasks.py`` the
-functions its tasks run, ``fuse_tape.py`` the rewrite that runs a traced
+functions its tasks run, ``shape_dtype.py`` what rules keep of values they read
+only for their shape, ``fuse_tape.py`` the rewrite that runs a traced
 forward once, and ``check.py`` finite-difference checking.
 """
 

@@ -14,41 +14,17 @@ import numpy as np
 
 from ..graph import run_early
 from .rules import defvjp, defvjp_argnum, nondifferentiable
+from .shape_dtype import shape_dtype
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
-           "sum_cotangents", "ones_for", "checked_cotangent", "zeros_for", "ShapeDtype",
-           "describe"]
-
-
-class ShapeDtype:
-    """What a rule needs of a value it uses only for its shape and dtype (``unbroadcast``)."""
-
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape, dtype):
-        self.shape = shape
-        self.dtype = dtype
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __reduce__(self):
-        return (ShapeDtype, (self.shape, self.dtype))
-
-    def __repr__(self):
-        return f"ShapeDtype({self.shape}, {self.dtype})"
+           "sum_cotangents", "ones_for", "checked_cotangent", "zeros_for", "describe"]
 
 
 @run_early
 def describe(value):
     """The shape and dtype of a forward value, so that the value itself can be freed early."""
-    try:
-        return ShapeDtype(value.shape, value.dtype)
-    except AttributeError:  # a Python number or a list: as NumPy will see it
-        value = np.asarray(value)
-        return ShapeDtype(value.shape, value.dtype)
+    return shape_dtype(value)
 
 
 def rule_vjp(positions, kwargs, g, ans, *args):

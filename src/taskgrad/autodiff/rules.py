@@ -65,8 +65,8 @@ def copy_rules(dst, src):
 
 def uses_only_shapes(func, args=(), ans=False):
     """Declare that ``func``'s rules read these arguments (and ``ans``) only for their
-    shape and dtype: backward tasks then keep a ``ShapeDtype`` instead of the value,
-    which the forward pass can free as soon as it is done with it."""
+    shape and dtype: backward tasks and traced tapes then keep a ``ShapeDtype`` instead
+    of the value, which the forward pass can free as soon as it is done with it."""
     _SHAPE_ONLY[_key(func)] = (frozenset(args), ans)
 
 

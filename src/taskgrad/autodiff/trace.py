@@ -21,11 +21,13 @@ import operator
 
 import numpy as np
 
-from .rules import _COMPOSITES, _RULES, MissingRuleError, is_nondifferentiable
+from .rules import _COMPOSITES, _RULES, _SHAPE_ONLY, MissingRuleError, is_nondifferentiable
+from .shape_dtype import shape_dtype
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
 
 _levels = itertools.count(1)
+_NO_SHAPES = ((), False)
 
 
 class Trace:
@@ -118,8 +120,13 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
+    # keep on the tape only what the rules read: the shape of what they read for no more
+    shape_args, shape_ans = _SHAPE_ONLY.get(func, _NO_SHAPES)
+    for i in shape_args:
+        if i < len(args):
+            args[i] = shape_dtype(args[i])
     nodes = trace.nodes
-    nodes.append((func, args, kwargs, ans, parents))
+    nodes.append((func, args, kwargs, shape_dtype(ans) if shape_ans else ans, parents))
     return Box(ans, trace, len(nodes) - 1)
 
 

@@ -1,0 +1,42 @@
+"""What a rule needs of a value it reads only for its shape and dtype.
+
+Rules such as ``unbroadcast`` in ``x + b`` read ``x`` only for its shape and
+dtype (see ``rules.uses_only_shapes``).  Backward tasks and traced tapes keep
+a ``ShapeDtype`` of such values instead of the values themselves, so that the
+forward pass can free them as soon as it is done with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ShapeDtype", "shape_dtype"]
+
+
+class ShapeDtype:
+    """The shape and dtype of a value, all that ``unbroadcast`` and reshapes read of it."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __reduce__(self):
+        return (ShapeDtype, (self.shape, self.dtype))
+
+    def __repr__(self):
+        return f"ShapeDtype({self.shape}, {self.dtype})"
+
+
+def shape_dtype(value):
+    """The ``ShapeDtype`` of an array (or traced value), or of anything else as NumPy sees it."""
+    try:
+        return ShapeDtype(value.shape, value.dtype)
+    except AttributeError:  # a Python number or a list
+        value = np.asarray(value)
+        return ShapeDtype(value.shape, value.dtype)
