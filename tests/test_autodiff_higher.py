@@ -1,5 +1,7 @@
 """Higher order: gradients of gradients are ordinary differentiable graphs."""
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,38 @@ def test_second_order_graph_runs_each_forward_task_once():
     np.testing.assert_allclose(hv, [6.0, 12.0])
     # once for y and the first-order tape (fused), once inside the retraced backward task
     assert len(calls) == 2
+
+
+_Named = collections.namedtuple("_Named", "total scaled")
+
+
+def _several_outputs(kind):
+    """A plain-NumPy function returning ``sum(x)`` and ``3 * x`` in a container of ``kind``."""
+    def several(a):
+        total, scaled = np.sum(a), a * 3.0
+        if kind == "dict":
+            return {"total": total, "scaled": scaled}
+        if kind == "namedtuple":
+            return _Named(total, scaled)
+        return (total, scaled)
+    return several
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("kind", ["tuple", "namedtuple", "dict"])
+def test_functions_with_several_outputs_to_second_order(kind, scheduler):
+    """y = s**2 + sum(t**2) with (s, t) = (sum(x), 3x) from one traced call: its value holds
+    no traced values, and its first and second derivatives are exact: 2s + 18x, and the
+    derivative of their sum is 2n + 18 = 24 in every entry."""
+    xv = np.array([1.0, 2.0, 3.0])
+    x = tg.delayed(xv)
+    out = tg.delayed(_several_outputs(kind), nout=None if kind == "dict" else 2)(x)
+    s, t = (out["total"], out["scaled"]) if kind == "dict" else (out[0], out[1])
+    y = s * s + tnp.sum(t * t)
+    g1 = tg.grad(y, x)
+    value, d1, d2 = tg.compute(out, g1, tg.grad(tnp.sum(g1), x), scheduler=scheduler)
+    items = list(value.values()) if kind == "dict" else list(value)
+    assert type(value).__name__ == {"tuple": "tuple", "namedtuple": "_Named", "dict": "dict"}[kind]
+    assert all(type(v) in (np.float64, np.ndarray) for v in items), value
+    np.testing.assert_allclose(d1, 2 * xv.sum() + 18 * xv)
+    np.testing.assert_allclose(d2, np.full(3, 24.0))

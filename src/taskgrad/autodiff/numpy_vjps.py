@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from .rules import copy_rules, defvjp, defvjp_argnum, nondifferentiable, uses_only_shapes
-from .trace import astype, primitive
+from .trace import _base, astype, primitive
 
 
 # ---------------------------------------------------------------- helpers
@@ -175,11 +175,15 @@ defvjp(untake, lambda ans, g, index, x: lambda h: h[index])
 
 
 def _getitem_rule(ans, x, index):
-    if isinstance(x, (tuple, list)):
+    items = _base(x)  # a traced tuple (differentiating this rule) is still a tuple
+    if isinstance(items, (tuple, list)):
         if not isinstance(index, int):
-            raise TypeError(f"cannot differentiate indexing a {type(x).__name__} with {index!r}")
-        n = len(x)
+            raise TypeError(f"cannot differentiate indexing a {type(items).__name__} with "
+                            f"{index!r}")
+        n = len(items)
         return lambda g: tuple(g if j == index % n else None for j in range(n))
+    if isinstance(items, dict):  # a task's dict value: the cotangent is a dict of its items'
+        return lambda g: {k: g if k == index else None for k in items}
     return lambda g: untake(g, index, x)
 
 

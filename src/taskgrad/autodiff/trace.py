@@ -358,7 +358,7 @@ class Tape:
     """A traced call: its value, its nodes, and where its inputs and outputs sit.
 
     ``outputs`` mirrors ``value``: a node index, None (a constant), or a tuple
-    of those for a tuple/list value.  ``inputs[j]`` lists the input nodes of
+    (a dict) of those for a tuple/list (dict) value.  ``inputs[j]`` lists the input nodes of
     the j-th differentiated argument (an argument may appear several times).
     """
 
@@ -447,22 +447,38 @@ def trace_call(name, func, paths, args, kwargs):
 
 
 def _unbox_output(out, trace):
+    """The plain value of a traced call's result, and where its traced parts sit.
+
+    Tuples (namedtuples too), lists and dicts are rebuilt with plain values, so
+    that no Box leaks into the forward value; their traced parts sit in a
+    tuple (or a dict) of node indices.
+    """
     if type(out) is Box and out._trace is trace:
         return out._value, out._index
-    if type(out) in (tuple, list):
+    if isinstance(out, (tuple, list)):
         pairs = [_unbox_output(o, trace) for o in out]
-        return type(out)(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        values = [p[0] for p in pairs]
+        value = type(out)(*values) if hasattr(out, "_fields") else type(out)(values)
+        return value, tuple(p[1] for p in pairs)
+    if isinstance(out, dict):
+        value = out.copy()  # keeps the dict's own type (OrderedDict, defaultdict)
+        where = {}
+        for k, v in out.items():
+            value[k], where[k] = _unbox_output(v, trace)
+        return value, where
     return out, None
 
 
 def add_cotangents(a, b):
-    """``a + b`` for cotangents, where None is zero and tuples add item by item."""
+    """``a + b`` for cotangents, where None is zero and tuples and dicts add item by item."""
     if a is None:
         return b
     if b is None:
         return a
     if type(a) is tuple:
         return tuple(add_cotangents(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return {k: add_cotangents(a.get(k), b.get(k)) for k in a.keys() | b.keys()}
     return a + b
 
 
@@ -472,6 +488,10 @@ def _seed(grads, outputs, g):
     if type(outputs) is tuple:
         for o, gi in zip(outputs, g):
             _seed(grads, o, gi)
+        return
+    if type(outputs) is dict:
+        for k, o in outputs.items():  # a traced dict (higher order) is read item by item
+            _seed(grads, o, g[k] if type(g) is Box else g.get(k))
         return
     grads[outputs] = add_cotangents(grads.get(outputs), g)
 
@@ -499,15 +519,26 @@ def backprop(tape, g):
             if sub is not None:
                 c = c[sub]
             prev = grads.get(parent)
-            grads[parent] = c if prev is None else prev + c
+            grads[parent] = c if prev is None else add_cotangents(prev, c)
     cotangents = []
     for idx in tape.inputs:
         total = None
         for i in idx:
             c = grads.get(i)
             if c is not None:
-                total = c if total is None else total + c
+                total = c if total is None else add_cotangents(total, c)
         if total is None:
-            total = np.zeros_like(nodes[idx[0]][3])
+            total = _zero_cotangent(nodes[idx[0]][3])
         cotangents.append(total)
     return cotangents
+
+
+def _zero_cotangent(value):
+    """The cotangent of an input nothing flowed into: zeros of its shape, or None (zero) for a
+    tuple, dict or ragged list (several outputs of a task, of any shapes)."""
+    if isinstance(value, (tuple, dict)):
+        return None
+    try:
+        return np.zeros_like(value)
+    except ValueError:
+        return None
