@@ -1,6 +1,8 @@
 """NumPy beyond the core list: rules and compositions, through the tracer and through tnp,
 against finite differences (first and second order), and clear errors for what is not covered."""
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -61,7 +63,23 @@ TRACED_ONLY = {
     + np.sum(np.hsplit(x, [1])[1] ** 2) + np.sum(np.vsplit(x, 2)[1] ** 3),
     "atleast": lambda x: np.sum(np.atleast_2d(x[0]) ** 2) + np.sum(np.atleast_3d(x) ** 3),
     "heaviside": lambda x: np.sum(x * np.heaviside(x, 0.5)),
+    "masked-reductions": lambda x: np.sum(x ** 2, where=MASK) + np.mean(x * W, axis=1,
+                                                                          where=MASK).sum()
+    + np.prod(x + 2.0, axis=0, where=MASK).sum() + np.max(x, axis=1, where=MASK, initial=-9.0).sum(),
+    "positional-keepdims": lambda x: np.sum(np.sum(x, 1, None, None, True) * x)
+    + np.sum(np.amax(x, 1, None, True) * x),
+    "fortran-order": lambda x: np.sum(x.reshape(3, 2, order="F") * W.T) + np.sum(
+        np.ravel(x, "F") * np.arange(6.0)) + np.sum(x.ravel("F") ** 2 * np.arange(6.0)),
+    "clip-bounds": lambda x: np.sum(np.clip(x, x[0, 0] - 0.25, x[1, 1] + 0.3) * W),
+    "full_like": lambda x: np.sum(np.full_like(x, x[0, 1] * 2.0) * W),
+    "concatenate-flat": lambda x: np.sum(np.concatenate([x, x[0]], axis=None) ** 2
+                                         * np.arange(9.0)),
+    "ufunc-dtype": lambda x: np.sum(np.exp(x, dtype=np.float64) * W),
+    "index-methods": lambda x: x[0, x[0].argmax()] * 3 + np.sum(x[x.nonzero()] * 2)
+    + x.ravel()[x.argsort(axis=None)[0]] + x[1, x[1].argmin()],
 }
+
+MASK = np.array([[True, False, True], [True, True, False]])
 
 
 def traced(body):
@@ -102,6 +120,78 @@ def test_functions_returning_several_arrays_never_drop_the_gradient():
         tg.grad(f(x), x).compute()
 
 
+@pytest.mark.parametrize("body", [
+    lambda x: np.linalg.slogdet(x @ x.T)[1],
+    lambda x: np.sum(np.linalg.eigh(x @ x.T)[0]),
+    lambda x: np.sum(np.linalg.qr(x)[1]),
+    lambda x: np.sum(np.linalg.svd(x)[1]),
+])
+def test_numpy_results_in_namedtuples_never_drop_the_gradient(body):
+    """NumPy 2 returns several arrays in namedtuples (slogdet, eigh, qr, svd): an error too."""
+    x = tg.delayed(X)
+    with pytest.raises(tg.MissingRuleError, match="several arrays"):
+        tg.grad(tg.delayed(body)(x), x).compute()
+
+
+def _copyto(x):
+    out = np.zeros(3)
+    np.copyto(out, x[0])
+    return np.sum(out ** 2)
+
+
+def _putmask(x):
+    out = np.zeros((2, 3))
+    np.putmask(out, MASK, x)
+    return np.sum(out)
+
+
+@pytest.mark.parametrize("body", [_copyto, _putmask])
+def test_numpy_functions_writing_in_place_are_clear_errors(body):
+    x = tg.delayed(X)
+    with pytest.raises(tg.MissingRuleError, match="writes into an array in place.*np.where"):
+        tg.grad(tg.delayed(body)(x), x).compute()
+
+
+def test_clip_bounds_given_as_tasks_get_their_gradient():
+    x, lo, hi = tg.delayed(X), tg.delayed(np.array(-0.1)), tg.delayed(np.array([0.3, 0.4, 0.5]))
+    y = tnp.sum(tnp.clip(x, lo, hi) * W)
+    gx, glo, ghi = tg.compute(*tg.grad(y, [x, lo, hi]), scheduler="sync")
+    clipped_low, clipped_high = X < -0.1, X > np.array([0.3, 0.4, 0.5])
+    np.testing.assert_allclose(gx, W * ~(clipped_low | clipped_high))
+    np.testing.assert_allclose(glo, np.sum(W * clipped_low))
+    np.testing.assert_allclose(ghi, np.sum(W * clipped_high, axis=0))
+
+
+def test_rules_that_stop_short_are_an_error_not_a_zero():
+    """A rule tuple covering fewer arguments than are differentiated says nothing of the rest."""
+    def scale(x, s):
+        return x * s
+
+    tg.defvjp(scale, lambda ans, x, s: lambda g: g * s)
+    x, s = tg.delayed(X), tg.delayed(2.0)
+    with pytest.raises(tg.MissingRuleError, match="scale.*argument 1.*first 1 argument"):
+        tg.grad(tnp.sum(tg.delayed(scale)(x, s)), [x, s])
+    np.testing.assert_allclose(tg.grad(tnp.sum(tg.delayed(scale)(x, s)), x).compute(), 2.0)
+    # the same inside traced code, where the rule applies to a tg.primitive
+    primitive_scale = tg.primitive(scale)
+    tg.defvjp(primitive_scale, lambda ans, x, s: lambda g: g * s)
+    traced = tg.delayed(lambda a, b: np.sum(primitive_scale(a, b)))
+    np.testing.assert_allclose(tg.grad(traced(x, s), x).compute(), 2.0)
+    with pytest.raises(tg.MissingRuleError, match="with respect to its argument 1"):
+        tg.grad(traced(x, s), s).compute()
+
+
+@pytest.mark.parametrize("body", [
+    lambda m, x, b: m.sum(m.outer(x[0], b)),
+    lambda m, x, b: m.sum(m.linalg.solve(x @ x.T + 1.0, b[:2])) if m is np else m.sum(x * b),
+])
+def test_float32_inputs_keep_float32_gradients_beside_float64(body):
+    x = tg.delayed(X.astype(np.float32))
+    b = np.ones(3)
+    grad = tg.grad(tg.delayed(lambda v: body(np, v, b))(x), x).compute()
+    assert grad.dtype == np.float32
+
+
 @pytest.mark.parametrize("body, message", [
     (lambda x: np.sum(np.pad(x, 1, mode="reflect")), "mode='reflect'"),
     (lambda x: np.linalg.norm(x, "nuc"), "numpy.linalg.norm with ord='nuc'"),
@@ -112,3 +202,17 @@ def test_uncovered_options_are_clear_errors(body, message):
     x = tg.delayed(X)
     with pytest.raises((tg.MissingRuleError, NotImplementedError), match=message):
         tg.grad(f(x), x).compute()
+
+
+def test_a_traced_namedtuple_reads_its_fields():
+    """A task's namedtuple value, traced in the next task, is read by field name."""
+    pair = collections.namedtuple("pair", "total doubled")
+    make = tg.delayed(lambda a: pair(np.sum(a), a * 2), nout=2)
+    use = tg.delayed(lambda p: p.total * np.sum(p.doubled))
+    x = tg.delayed(X)
+    np.testing.assert_allclose(tg.grad(use(make(x)), x).compute(), np.full(X.shape, 4 * X.sum()))
+
+
+def test_masked_reductions_through_tnp():
+    tg.check_grads(lambda v: tnp.sum(v ** 2, where=MASK) + tnp.mean(v * W, axis=0, where=MASK)
+                   .sum() + tnp.prod(v + 2.0, where=MASK), X)

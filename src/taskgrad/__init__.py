@@ -29,6 +29,6 @@ __version__ = "0.1.0"
 
 # autodiff
 from . import numpy  # noqa: E402  (import taskgrad.numpy as tnp)
-from .autodiff import MissingRuleError, check_grads, defvjp, grad, vjp  # noqa: E402
+from .autodiff import MissingRuleError, check_grads, defvjp, grad, primitive, vjp  # noqa: E402
 
-__all__ += ["MissingRuleError", "check_grads", "defvjp", "grad", "numpy", "vjp"]
+__all__ += ["MissingRuleError", "check_grads", "defvjp", "grad", "numpy", "primitive", "vjp"]

@@ -12,5 +12,6 @@ from . import numpy_composites, numpy_vjps  # noqa: F401  (register the rules)
 from .check import check_grads
 from .grad import grad, vjp
 from .rules import MissingRuleError, defvjp
+from .trace import primitive
 
-__all__ = ["grad", "vjp", "defvjp", "check_grads", "MissingRuleError"]
+__all__ = ["grad", "vjp", "defvjp", "primitive", "check_grads", "MissingRuleError"]

@@ -28,7 +28,8 @@ from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
-from .rules import has_rules, is_nondifferentiable, rule_for, shape_only_inputs
+from .rules import (MissingRuleError, has_rules, is_nondifferentiable, rule_for,
+                    shape_only_inputs)
 
 __all__ = ["grad", "vjp"]
 
@@ -277,12 +278,21 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
     positions = {}  # active dependency -> the (rule, position, None) of each place it fills
     for i, k in refs:
         if k in live:
-            rule = rule_for(func, i)
+            rule = _rule(func, i, key)
             if rule is not None:
                 positions.setdefault(k, []).append((rule, i, None))
     return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
                         (tuple(positions[dep]), *head), None, reads, plan))
             for dep in live if dep in positions]
+
+
+def _rule(func, pos, key):
+    """``rule_for``, with the task named when there is none."""
+    try:
+        return rule_for(func, pos)
+    except MissingRuleError as exc:
+        raise MissingRuleError(f"cannot differentiate {funcname(func)} (task {key!r}) with "
+                               f"respect to its argument {pos}: {exc}") from None
 
 
 def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
@@ -298,7 +308,7 @@ def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
                 raise TypeError(
                     f"cannot differentiate {funcname(func)} (task {key!r}) with respect to "
                     f"{dep!r}: VJP rules take positional arguments (or sequences of them) only")
-            rule = rule_for(func, path[1])
+            rule = _rule(func, path[1], key)
             if rule is not None:
                 positions.append((rule, path[1], path[2] if len(path) == 3 else None))
         if positions:

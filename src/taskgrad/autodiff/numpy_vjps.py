@@ -13,7 +13,8 @@ import operator
 
 import numpy as np
 
-from .rules import copy_rules, defvjp, defvjp_argnum, nondifferentiable, uses_only_shapes
+from .rules import (MissingRuleError, copy_rules, defvjp, defvjp_argnum, nondifferentiable,
+                    uses_only_shapes)
 from .trace import _base, astype, primitive
 
 
@@ -91,6 +92,16 @@ def unbroadcast(x, g):
     return g
 
 
+def _reshape_back(x, order):
+    """The rule of a reshape: ``g`` back to the shape of ``x``, read in the same ``order``."""
+    order = order[0] if type(order) is tuple else order
+    if order in ("C", None):
+        return lambda g: _reshape(g, _shape(x))
+    if order == "F":
+        return lambda g: np.reshape(g, _shape(x), order="F")
+    raise MissingRuleError(f"numpy.reshape with order={order!r} (it depends on memory layout)")
+
+
 def _replace_zero(x, value):
     return np.where(x, x, value)
 
@@ -149,15 +160,17 @@ def _reduction_count(x, axis):
     return count
 
 
-def _chooser(ans, x, axis=None, keepdims=False, **kwargs):
+def _chooser(ans, x, axis=None, out=None, keepdims=False, initial=None, where=None):
     """Rule of max/min: the gradient goes to the chosen entries, split among ties."""
     def vjp(g):
         chosen = x == _keepdims(ans, x, axis, keepdims)
-        out = _keepdims(g, x, axis, keepdims) * chosen
+        if where is not None:  # masked-out entries are never chosen
+            chosen = chosen & where
+        share = _keepdims(g, x, axis, keepdims) * chosen
         count = _sum(chosen, axis, keepdims=True)
         if count.max() > 1:
-            out = out / astype(count, _dtype_of(out))
-        return unbroadcast(x, out)
+            share = share / astype(count, _dtype_of(share))
+        return unbroadcast(x, share)
     return vjp
 
 
@@ -171,7 +184,7 @@ def untake(g, index, x):
     return out
 
 
-defvjp(untake, lambda ans, g, index, x: lambda h: h[index])
+defvjp(untake, lambda ans, g, index, x: lambda h: h[index], None, None)  # x: its shape
 
 
 def _getitem_rule(ans, x, index):
@@ -327,6 +340,10 @@ def _transpose_rule(ans, x, axes=None):
 
 def _concatenate_rule(ans, arrays, axis=0, **kwargs):
     def vjp(g):
+        if axis is None:  # the arrays were flattened, then joined
+            sizes = np.cumsum([int(np.prod(np.shape(a))) for a in arrays])[:-1]
+            return [unbroadcast(a, _reshape(part, np.shape(a)))
+                    for a, part in zip(arrays, np.split(g, sizes))]
         ax = axis % np.ndim(g)
         out = []
         start = 0
@@ -346,11 +363,18 @@ def _stack_rule(ans, arrays, axis=0, **kwargs):
     return vjp
 
 
-def _sum_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+def _sum_rule(ans, x, axis=None, dtype=None, out=None, keepdims=False, initial=None,
+              where=None):
+    if where is not None:  # entries outside the mask are not summed: no gradient there
+        return lambda g: unbroadcast(x, _expand_reduced(g, x, axis, keepdims) * where)
     return lambda g: unbroadcast(x, _expand_reduced(g, x, axis, keepdims))
 
 
-def _mean_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+def _mean_rule(ans, x, axis=None, dtype=None, out=None, keepdims=False, where=None):
+    if where is not None:  # the mean of the masked entries: each counts 1/count
+        mask = np.broadcast_to(where, _shape(x))
+        count = np.sum(mask, axis=axis, keepdims=True)
+        return lambda g: unbroadcast(x, _keepdims(g, x, axis, keepdims) / count * mask)
     count = _reduction_count(x, axis)
     return lambda g: unbroadcast(x, _expand_reduced(g / count, x, axis, keepdims))
 
@@ -370,19 +394,33 @@ def _prod_of_others(x, axis):
     return np.transpose((before * after).reshape(moved.shape), np.argsort(kept + axes))
 
 
-def _prod_rule(ans, x, axis=None, dtype=None, keepdims=False, **kwargs):
+def _prod_rule(ans, x, axis=None, dtype=None, out=None, keepdims=False, initial=None,
+               where=None):
     """``ans / x`` where no entry is zero; otherwise the products of the others (no 0/0).
-    ``_prod_of_others`` has no rule: differentiating twice at a zero is an error."""
+    Entries outside ``where`` count as 1 and get no gradient.  ``_prod_of_others`` has no
+    rule: differentiating twice at a zero is an error."""
     def vjp(g):
         g = _expand_reduced(g, x, axis, keepdims)
-        if np.count_nonzero(x == 0):
-            return unbroadcast(x, g * _prod_of_others(x, axis))
-        return unbroadcast(x, g * _expand_reduced(ans, x, axis, keepdims) / x)
+        xs = x if where is None else np.where(where, x, 1.0)
+        if where is not None:
+            g = g * where
+        if np.count_nonzero(xs == 0):
+            others = _prod_of_others(xs, axis)
+            return unbroadcast(x, g * (others if initial is None else others * initial))
+        return unbroadcast(x, g * _expand_reduced(ans, x, axis, keepdims) / xs)
     return vjp
 
 
 def _clip_rule(ans, x, *bounds, **kwargs):
     return lambda g: unbroadcast(x, np.where(ans == x, g, 0.0))
+
+
+def _clip_bound_rule(pos):
+    """The rule of a bound of ``np.clip``: the entries clipped to it (where ``x`` is not)."""
+    def rule(ans, x, *bounds, **kwargs):
+        bound = bounds[pos - 1]
+        return lambda g: unbroadcast(bound, np.where((ans != x) & (ans == bound), g, 0.0))
+    return rule
 
 
 def _cumsum_rule(ans, x, axis=None, dtype=None, **kwargs):
@@ -413,7 +451,9 @@ def _untake_along(g, indices, axis, x):
     return out
 
 
-defvjp(_untake_along, lambda ans, g, indices, axis, x: lambda h: np.take_along_axis(h, indices, axis))
+defvjp(_untake_along,
+       lambda ans, g, indices, axis, x: lambda h: np.take_along_axis(h, indices, axis),
+       None, None, None)  # x: its shape
 
 
 def _diagonal_index(shape, offset, axis1, axis2):
@@ -449,12 +489,12 @@ def _solve_rules():
         def vjp(g):
             db = np.linalg.solve(_matrix_t(a), g)
             if np.ndim(b) == 1:
-                return -np.expand_dims(db, -1) * np.expand_dims(ans, -2)
-            return -(db @ _matrix_t(ans))
+                return unbroadcast(a, -np.expand_dims(db, -1) * np.expand_dims(ans, -2))
+            return unbroadcast(a, -(db @ _matrix_t(ans)))
         return vjp
 
     def db(ans, a, b):
-        return lambda g: np.linalg.solve(_matrix_t(a), g)
+        return lambda g: unbroadcast(b, np.linalg.solve(_matrix_t(a), g))
 
     return da, db
 
@@ -463,7 +503,7 @@ def _solve_rules():
 
 def _unary(func, derivative):
     """Register ``func`` with the rule ``g * derivative(ans, x)``."""
-    defvjp(func, lambda ans, x: lambda g: unbroadcast(x, g * derivative(ans, x)))
+    defvjp(func, lambda ans, x, **kw: lambda g: unbroadcast(x, g * derivative(ans, x)))
 
 
 _unary(np.exp, lambda ans, x: ans)
@@ -525,11 +565,13 @@ defvjp(np.logaddexp2, lambda ans, x, y: lambda g: unbroadcast(x, g * np.exp2(x -
 defvjp(np.where, None,
        lambda ans, c, x, y: lambda g: unbroadcast(x, np.where(c, g, 0.0)),
        lambda ans, c, x, y: lambda g: unbroadcast(y, np.where(c, 0.0, g)))
-defvjp(np.clip, _clip_rule)
+defvjp(np.clip, _clip_rule, _clip_bound_rule(1), _clip_bound_rule(2))
+defvjp(np.full_like, None, lambda ans, a, fill_value, *args, **kw: lambda g: unbroadcast(
+    fill_value, g))
 defvjp(np.matmul, _matmul_da, _matmul_db)
 defvjp(np.dot, _dot_rule(0, _matmul_da), _dot_rule(1, _matmul_db))
-defvjp(np.outer, lambda ans, a, b: lambda g: np.reshape(g @ np.ravel(b), np.shape(a)),
-       lambda ans, a, b: lambda g: np.reshape(np.ravel(a) @ g, np.shape(b)))
+defvjp(np.outer, lambda ans, a, b: lambda g: unbroadcast(a, np.reshape(g @ np.ravel(b), _shape(a))),
+       lambda ans, a, b: lambda g: unbroadcast(b, np.reshape(np.ravel(a) @ g, _shape(b))))
 
 defvjp(np.sum, _sum_rule)
 defvjp(np.mean, _mean_rule)
@@ -537,8 +579,8 @@ defvjp(np.prod, _prod_rule)
 for _f in (np.max, np.amax, np.min, np.amin):
     defvjp(_f, _chooser)
 
-defvjp(np.reshape, lambda ans, x, *shape, **kw: lambda g: _reshape(g, _shape(x)))
-defvjp(np.ravel, lambda ans, x, *a, **kw: lambda g: _reshape(g, _shape(x)))
+defvjp(np.reshape, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", a[1:2] or "C")))
+defvjp(np.ravel, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", a[:1] or "C")))
 defvjp(np.expand_dims, lambda ans, x, axis: lambda g: _reshape(g, _shape(x)))
 defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: _reshape(g, _shape(x)))
 defvjp(np.transpose, _transpose_rule)
@@ -587,7 +629,7 @@ for _f in (np.multiply, np.divide, operator.mul, operator.truediv, np.matmul, op
 
 nondifferentiable(
     np.sign, np.floor, np.ceil, np.round, np.rint, np.trunc, np.floor_divide,
-    np.zeros_like, np.ones_like, np.empty_like, np.full_like, np.shape, np.ndim, np.size,
+    np.zeros_like, np.ones_like, np.empty_like, np.shape, np.ndim, np.size,
     np.result_type, np.argmax, np.argmin, np.argsort, np.nonzero, np.isfinite, np.isnan,
     np.isinf, operator.floordiv, operator.lt, operator.le, operator.gt, operator.ge,
     operator.eq, operator.ne, np.heaviside,

@@ -109,8 +109,16 @@ def is_nondifferentiable(func):
 
 
 def rule_for(func, pos):
-    """The rule for positional argument ``pos`` of ``func``, or None."""
+    """The rule for positional argument ``pos`` of ``func``, or None where no gradient flows.
+
+    A rule tuple that stops before ``pos`` says nothing of it: differentiating there
+    is an error, never a silent zero.
+    """
     rules = _RULES[func]
     if type(rules) is tuple:
-        return rules[pos] if pos < len(rules) else None
+        if pos < len(rules):
+            return rules[pos]
+        raise MissingRuleError(
+            f"its VJP rules cover its first {len(rules)} argument(s) only; give one rule per "
+            f"differentiable argument (None where no gradient flows)")
     return rules(pos)

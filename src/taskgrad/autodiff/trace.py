@@ -78,6 +78,9 @@ def apply_primitive(func, args, kwargs, boxes=None):
     composite = _COMPOSITES.get(func)
     if composite is not None:  # traced through the operations it is written with
         return composite(*args, **kwargs)
+    if func in _WRITES_IN_PLACE:
+        raise MissingRuleError(f"{_opname(func)} (it writes into an array in place)",
+                               _BUILD_INSTEAD)
     if boxes is None:
         boxes = _find_boxes(args)
     if kwargs:
@@ -103,8 +106,8 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
     if not _is_float(ans):
-        if type(ans) in (tuple, list) and any(map(_is_float, ans)) \
-                and not is_nondifferentiable(func):
+        if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
+                and not is_nondifferentiable(func):  # NumPy's results are namedtuples
             # several arrays out: no rule form for that, so never drop the trace silently
             raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
@@ -115,7 +118,10 @@ def apply_primitive(func, args, kwargs, boxes=None):
         raise MissingRuleError(_opname(func))
     if type(rules) is tuple:
         n = len(rules)
-        parents = [p for p in parents if p[0] < n and rules[p[0]] is not None]
+        for p in parents:
+            if p[0] >= n:  # None in the rules says "no gradient"; no entry says no rule
+                raise MissingRuleError(f"{_opname(func)} with respect to its argument {p[0]}")
+        parents = [p for p in parents if rules[p[0]] is not None]
     else:
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
@@ -192,6 +198,9 @@ def _sum(self, axis=None, dtype=None, keepdims=False):
         np.sum(astype(self, dtype), axis=axis, keepdims=keepdims)
 
 
+# NumPy functions that store a value into an existing array: not traceable
+_WRITES_IN_PLACE = frozenset([np.copyto, np.put, np.putmask, np.place, np.put_along_axis])
+
 _BUILD_INSTEAD = ("build the array from traced values instead, with np.where, np.concatenate, "
                   "np.stack or np.pad")
 
@@ -256,6 +265,9 @@ class Box:
         raise MissingRuleError("item assignment (x[...] = v, in place)", _BUILD_INSTEAD)
 
     def __getattr__(self, name):
+        fields = getattr(_base(self), "_fields", ())
+        if name in fields:  # a traced namedtuple: its field is an item
+            return self[fields.index(name)]
         if not name.startswith("_") and hasattr(np.ndarray, name):
             raise MissingRuleError(f"ndarray.{name}")
         raise AttributeError(f"traced value has no attribute {name!r}")
@@ -274,8 +286,20 @@ class Box:
     def astype(self, dtype, copy=True):
         return astype(self, dtype)
 
-    def ravel(self):
-        return np.reshape(self, -1)
+    def argmax(self, axis=None, **kwargs):
+        return np.argmax(_base(self), axis, **kwargs)  # an index: no gradient flows
+
+    def argmin(self, axis=None, **kwargs):
+        return np.argmin(_base(self), axis, **kwargs)
+
+    def argsort(self, axis=-1, **kwargs):
+        return np.argsort(_base(self), axis, **kwargs)
+
+    def nonzero(self):
+        return np.nonzero(_base(self))
+
+    def ravel(self, order="C"):
+        return np.reshape(self, -1, order=order)
 
     flatten = ravel
     sum = _sum
