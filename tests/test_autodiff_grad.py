@@ -105,6 +105,8 @@ def test_vjp_cotangent_of_another_shape_is_a_clear_error():
         with pytest.raises(ValueError, match="cotangent has shape .* but the value of 'mul-"):
             tg.vjp(y, x, cotangent).compute(scheduler="sync")
     np.testing.assert_array_equal(tg.vjp(y, x, [1.0, 0.0, 2.0]).compute(), [2.0, 0.0, 4.0])
+    with pytest.raises(ValueError, match="cotangent is complex, but the value of 'mul-.* real"):
+        tg.vjp(y, x, np.ones(3) * 1j).compute(scheduler="sync")
 
 
 def test_vjp_is_linear_in_its_cotangent_and_differentiable_in_it():

@@ -146,3 +146,11 @@ def test_second_order_through_a_checkpoint_is_a_clear_error():
     np.testing.assert_array_equal(g.compute(), np.cos(np.ones(3)))
     with pytest.raises(NotImplementedError, match="gradients of gradients through a tg.checkpoint"):
         tg.grad(tnp.sum(g), x).compute(scheduler="sync")
+
+
+def test_checkpointing_lazy_code_is_a_clear_error():
+    """tg.checkpoint takes plain NumPy: a block written with tnp returns a Delayed."""
+    x, Ws = leaves(*values(n_layers=1))
+    block = tg.checkpoint(lambda h, W: tnp.tanh(h @ W))
+    with pytest.raises(TypeError, match="returned a lazy Delayed.*plain NumPy"):
+        tg.compute(block(x, Ws[0]), scheduler="sync")

@@ -24,7 +24,7 @@ from functools import partial
 
 from .autodiff.trace import backprop, trace_call
 from .autodiff.rules import defvjp, defvjp_argnum
-from .delayed import _make_delayed, funcname, unpack_delayed
+from .delayed import Delayed, _make_delayed, funcname, unpack_delayed
 from .graph import materialize
 
 __all__ = ["checkpoint", "Segment", "pack_inputs"]
@@ -87,7 +87,13 @@ class Segment:
 
     def apply(self, *inputs):
         args, kwargs = materialize(self.template, dict(zip(self.keys, inputs)))
-        return self.fn(*args, **kwargs)
+        out = self.fn(*args, **kwargs)
+        if isinstance(out, Delayed):  # tnp code, or a closure over a Delayed
+            raise TypeError(
+                f"{self.__name__} returned a lazy {out!r}: tg.checkpoint takes a function "
+                f"written with plain NumPy on its arguments (not tnp, and with every "
+                f"Delayed it uses passed as an argument)")
+        return out
 
     def __call__(self, packed):
         return self.apply(*packed)

@@ -112,6 +112,9 @@ def checked_cotangent(y, cotangent, key):
     if c_shape != y_shape:
         raise ValueError(f"tg.vjp: the cotangent has shape {c_shape}, but the value of {key!r} "
                          f"has shape {y_shape}; the cotangent must have the shape of y")
+    if np.iscomplexobj(cotangent) and not np.iscomplexobj(y):
+        raise ValueError(f"tg.vjp: the cotangent is complex, but the value of {key!r} is real; "
+                         f"take the vjp of the real and the imaginary part separately")
     return cotangent
 
 
