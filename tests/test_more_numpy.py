@@ -65,7 +65,8 @@ TRACED_ONLY = {
     "heaviside": lambda x: np.sum(x * np.heaviside(x, 0.5)),
     "masked-reductions": lambda x: np.sum(x ** 2, where=MASK) + np.mean(x * W, axis=1,
                                                                           where=MASK).sum()
-    + np.prod(x + 2.0, axis=0, where=MASK).sum() + np.max(x, axis=1, where=MASK, initial=-9.0).sum(),
+    + np.prod(x + 2.0, axis=0, where=MASK).sum()
+    + np.max(x, axis=1, where=MASK, initial=-9.0).sum(),
     "positional-keepdims": lambda x: np.sum(np.sum(x, 1, None, None, True) * x)
     + np.sum(np.amax(x, 1, None, True) * x),
     "fortran-order": lambda x: np.sum(x.reshape(3, 2, order="F") * W.T) + np.sum(
@@ -216,3 +217,48 @@ def test_a_traced_namedtuple_reads_its_fields():
 def test_masked_reductions_through_tnp():
     tg.check_grads(lambda v: tnp.sum(v ** 2, where=MASK) + tnp.mean(v * W, axis=0, where=MASK)
                    .sum() + tnp.prod(v + 2.0, where=MASK), X)
+
+
+@pytest.mark.parametrize("body", [
+    lambda v: tnp.sum(tnp.transpose(v.reshape(2, 3, 1), (-1, 0, 1))
+                      * np.arange(6.0).reshape(1, 2, 3)),
+    lambda v: tnp.sum(tnp.concatenate(v) * np.arange(6.0)),
+    lambda v: tnp.sum(tnp.stack(v, axis=1) * np.arange(6.0).reshape(3, 2)),
+    lambda v: tnp.sum(tnp.sum(v, axis=np.int64(1)) ** 2),
+    lambda v: tnp.sum(tnp.power(v + 1.0, [1.0, 2.0, 3.0]))
+    + tnp.sum(tnp.arctan2(v, [1.0, 2.0, 3.0])),
+    lambda v: tnp.sum(tnp.take_along_axis(v, np.array([[2, 0], [1, 1]]))),
+    lambda v: tnp.sum(tnp.add(v, 1.0, out=np.zeros((2, 3))) ** 2)
+    + tnp.sum(tnp.exp(v, dtype=np.float64)),
+    lambda v: tnp.sum(tnp.max(tnp.concatenate([v, v[:, :1]], axis=1), axis=1, initial=0.4)),
+    lambda v: tnp.sum(tnp.sum([v, v * 2.0], axis=0) ** 2) + tnp.mean((v, v ** 2)),
+    lambda v: tg.delayed(lambda a: a.sum(where=MASK, initial=1.0) ** 2)(v),
+])
+def test_numpy_signatures_through_tnp_match_finite_differences(body):
+    """Negative transpose axes, one array as the sequence of concatenate/stack, NumPy integer
+    axes, lists as operands, default axes, ufunc keywords that change no derivative, max
+    with initial (a slice where initial wins), lists of tasks as arrays, method keywords."""
+    tg.check_grads(body, X)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda v: tnp.sum(tnp.sqrt(v, where=MASK, out=np.zeros((2, 3)))), "numpy.sqrt with where="),
+    (lambda v: tnp.sum(tnp.einsum(v, [0, 1], W, [0, 1], [])), "einsum in its interleaved form"),
+])
+def test_options_that_change_the_derivative_are_clear_errors(call, message):
+    x = tg.delayed(X)
+    with pytest.raises(tg.MissingRuleError, match=message):
+        tg.compute(tg.grad(call(x), x), scheduler="sync")
+
+
+def test_a_composite_keeps_numpys_forward_value():
+    """nanmean and triu are differentiated through their compositions, but their values are
+    NumPy's, with or without a gradient in the same compute (dtype, inf off the triangle)."""
+    x = tg.delayed(np.array([[1.0, np.nan], [np.inf, 3.0]], np.float32))
+    mean, upper = tnp.nanmean(x[0]), tnp.triu(x)
+    alone = tg.compute(mean, upper)
+    with_grads = tg.compute(mean, upper, tg.grad(mean + tnp.sum(upper[0]), x))
+    for a, b in zip(alone, with_grads):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(with_grads[2], [[2.0, 1.0], [0.0, 0.0]])

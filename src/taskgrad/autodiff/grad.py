@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
+
 from ..delayed import Delayed, funcname, new_token
 from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
 from .rules import (MissingRuleError, has_rules, is_nondifferentiable, rule_for,
-                    shape_only_inputs)
+                    shape_only_inputs, ufunc_call_for_rules)
 
 __all__ = ["grad", "vjp"]
 
@@ -254,6 +256,9 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
     value is not kept alive for the backward pass.
     """
     func, args, kwargs, deps, refs = view
+    if type(func) is np.ufunc and (kwargs or list in map(type, args)):
+        args, kwargs = _ufunc_call(func, args, kwargs, key)
+        view = (func, args, kwargs, deps, refs)
     kwargs_t = _kwargs_template(kwargs)
     if spec is None:
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
@@ -284,6 +289,15 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
     return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
                         (tuple(positions[dep]), *head), None, reads, plan))
             for dep in live if dep in positions]
+
+
+def _ufunc_call(func, args, kwargs, key):
+    """``ufunc_call_for_rules``, with the task named where a keyword has no rule."""
+    try:
+        return ufunc_call_for_rules(func, args, kwargs)
+    except MissingRuleError as exc:
+        raise MissingRuleError(f"cannot differentiate task {key!r}: {exc} has no VJP rule") \
+            from None
 
 
 def _rule(func, pos, key):

@@ -214,7 +214,7 @@ def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 def _triangle(keep):
     def part(m, k=0):
         rows, cols = np.shape(m)[-2:]
-        return m * keep(np.ones((rows, cols), dtype=bool), k)
+        return np.where(keep(np.ones((rows, cols), dtype=bool), k), m, 0.0)  # inf * 0 is nan
     return part
 
 

@@ -28,18 +28,20 @@ _ndarray = np.ndarray
 
 
 def _shape_dtype(x):
-    """``(shape, dtype)`` of an array, Box or Python scalar, without NumPy dispatch."""
+    """``(shape, dtype)`` of an array, Box, Python scalar or list, without NumPy dispatch
+    for arrays."""
     try:
         return x.shape, x.dtype
     except AttributeError:
-        return (), np.result_type(x)
+        x = np.asarray(x)
+        return x.shape, x.dtype
 
 
 def _shape(x):
     try:
         return x.shape
     except AttributeError:
-        return ()
+        return np.shape(x)
 
 
 def _sum(g, axis, keepdims=False):
@@ -129,9 +131,9 @@ def _power_exponent(y):
 def _normalize_axis(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    return tuple(a % ndim for a in axis)
+    return tuple(int(a) % ndim for a in axis)
 
 
 def _keepdims(g, x, axis, keepdims):
@@ -168,8 +170,8 @@ def _chooser(ans, x, axis=None, out=None, keepdims=False, initial=None, where=No
             chosen = chosen & where
         share = _keepdims(g, x, axis, keepdims) * chosen
         count = _sum(chosen, axis, keepdims=True)
-        if count.max() > 1:
-            share = share / astype(count, _dtype_of(share))
+        if count.max() > 1:  # (a slice where ``initial`` won chose no entry: count 0)
+            share = share / astype(np.maximum(count, 1), _dtype_of(share))
         return unbroadcast(x, share)
     return vjp
 
@@ -297,6 +299,7 @@ def _einsum_rule(argnum):
     cotangent lands on the diagonal.
     """
     def rule(ans, subscripts, *operands, **kwargs):
+        _check_subscripts(subscripts)
         inputs, output = _explicit_einsum(subscripts, operands)
         k = argnum - 1
         x = operands[k]
@@ -326,8 +329,19 @@ def _einsum_rule(argnum):
     return rule
 
 
+def _check_subscripts(subscripts):
+    if not isinstance(subscripts, str):
+        raise MissingRuleError("numpy.einsum in its interleaved form (operand, sublist, ...); "
+                               "give the subscripts as a string")
+
+
+def _interleaved_einsum_rule(ans, *args, **kwargs):
+    """Position 0 is the subscripts string, unless einsum was called in interleaved form."""
+    _check_subscripts(args[0])
+
+
 def _einsum_vjp_maker(pos):
-    return None if pos == 0 else _einsum_rule(pos)
+    return _interleaved_einsum_rule if pos == 0 else _einsum_rule(pos)
 
 
 # ---------------------------------------------------------------- shape ops
@@ -335,15 +349,15 @@ def _einsum_vjp_maker(pos):
 def _transpose_rule(ans, x, axes=None):
     if axes is None:
         return lambda g: np.transpose(g)
-    return lambda g: np.transpose(g, np.argsort(axes))
+    return lambda g: np.transpose(g, np.argsort([a % len(axes) for a in axes]))
 
 
 def _concatenate_rule(ans, arrays, axis=0, **kwargs):
     def vjp(g):
         if axis is None:  # the arrays were flattened, then joined
             sizes = np.cumsum([int(np.prod(np.shape(a))) for a in arrays])[:-1]
-            return [unbroadcast(a, _reshape(part, np.shape(a)))
-                    for a, part in zip(arrays, np.split(g, sizes))]
+            return _as_given([unbroadcast(a, _reshape(part, np.shape(a)))
+                              for a, part in zip(arrays, np.split(g, sizes))], arrays)
         ax = axis % np.ndim(g)
         out = []
         start = 0
@@ -352,14 +366,20 @@ def _concatenate_rule(ans, arrays, axis=0, **kwargs):
             index = (slice(None),) * ax + (slice(start, start + n),)
             out.append(unbroadcast(a, g[index]))
             start += n
-        return out
+        return _as_given(out, arrays)
     return vjp
+
+
+def _as_given(cotangents, arrays):
+    """The items' cotangents as a list, or stacked when one array held the items (its rows)."""
+    return cotangents if isinstance(arrays, (list, tuple)) else np.stack(cotangents)
 
 
 def _stack_rule(ans, arrays, axis=0, **kwargs):
     def vjp(g):
         ax = axis % np.ndim(g)
-        return [unbroadcast(a, g[(slice(None),) * ax + (i,)]) for i, a in enumerate(arrays)]
+        return _as_given([unbroadcast(a, g[(slice(None),) * ax + (i,)])
+                          for i, a in enumerate(arrays)], arrays)
     return vjp
 
 
@@ -503,7 +523,7 @@ def _solve_rules():
 
 def _unary(func, derivative):
     """Register ``func`` with the rule ``g * derivative(ans, x)``."""
-    defvjp(func, lambda ans, x, **kw: lambda g: unbroadcast(x, g * derivative(ans, x)))
+    defvjp(func, lambda ans, x: lambda g: unbroadcast(x, g * derivative(ans, x)))
 
 
 _unary(np.exp, lambda ans, x: ans)
@@ -593,7 +613,7 @@ defvjp(np.cumsum, _cumsum_rule)
 defvjp(np.flip, lambda ans, x, axis=None: lambda g: np.flip(g, axis))
 defvjp(np.roll, lambda ans, x, shift, axis=None: lambda g: np.roll(g, np.negative(shift), axis))
 defvjp(np.pad, _pad_rule)
-defvjp(np.take_along_axis, lambda ans, x, indices, axis: lambda g: unbroadcast(
+defvjp(np.take_along_axis, lambda ans, x, indices, axis=-1: lambda g: unbroadcast(
     x, _untake_along(g, indices, axis, x)))
 defvjp(np.diagonal, lambda ans, x, offset=0, axis1=0, axis2=1: lambda g: _undiagonal(
     g, _shape(x), offset, axis1, axis2))

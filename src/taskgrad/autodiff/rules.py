@@ -9,9 +9,11 @@ counterpart and the matching ``Delayed`` operator share one rule.
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
            "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
-           "is_nondifferentiable", "MissingRuleError"]
+           "ufunc_call_for_rules", "is_nondifferentiable", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
 # or a callable ``pos -> rule or None`` for functions with any number of arguments
@@ -106,6 +108,22 @@ def is_nondifferentiable(func):
         return func in _NONDIFF
     except TypeError:
         return False
+
+
+# keywords of a ufunc call that change no derivative (the rules see the values and unbroadcast
+# casts back); any other (where=, axes=, axis=, keepdims=) changes what is computed
+_UFUNC_PLAIN_KWARGS = frozenset(["out", "dtype", "casting", "order", "subok", "signature"])
+
+
+def ufunc_call_for_rules(func, args, kwargs):
+    """``(args, kwargs)`` of a ufunc call as its rules take them: lists as arrays, no keywords.
+
+    Raises MissingRuleError for a keyword that changes what the ufunc computes.
+    """
+    for name in kwargs or ():
+        if name not in _UFUNC_PLAIN_KWARGS:
+            raise MissingRuleError(f"numpy.{func.__name__} with {name}=")
+    return [np.asarray(a) if type(a) in (list, tuple) else a for a in args], {}
 
 
 def rule_for(func, pos):

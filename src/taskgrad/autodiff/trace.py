@@ -21,7 +21,8 @@ import operator
 
 import numpy as np
 
-from .rules import _COMPOSITES, _RULES, _SHAPE_ONLY, MissingRuleError, is_nondifferentiable
+from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, MissingRuleError, is_nondifferentiable,
+                    ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
@@ -126,6 +127,8 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
+    if type(func) is np.ufunc and (kwargs or list in map(type, args)):
+        args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
     shape_args, shape_ans = _SHAPE_ONLY.get(func, _NO_SHAPES)
     for i in shape_args:
@@ -193,9 +196,9 @@ def _unary_operator(ufunc):
     return method
 
 
-def _sum(self, axis=None, dtype=None, keepdims=False):
-    return np.sum(self, axis=axis, keepdims=keepdims) if dtype is None else \
-        np.sum(astype(self, dtype), axis=axis, keepdims=keepdims)
+def _sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    return np.sum(self if dtype is None else astype(self, dtype), axis=axis, out=out,
+                  keepdims=keepdims, **kwargs)
 
 
 # NumPy functions that store a value into an existing array: not traceable
