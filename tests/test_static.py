@@ -300,3 +300,11 @@ def test_compiled_on_a_distributed_client(dask_client):
     feeds = {"x": np.ones((2, 3)), "W": np.arange(6.0).reshape(3, 2) / 10}
     for a, b in zip(step(**feeds), local(**feeds)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_compiled_graph_on_a_cluster_never_returns_an_earlier_call_s_values(dask_client):
+    """Every call sends the same graph with new values: the cluster must not answer from
+    what it still holds under a key (it did: [0, 0, 4, 4, ...])."""
+    x = tg.placeholder("x")
+    step = tg.compile([x * 2, x + 1], scheduler=dask_client)
+    assert [step(x=i) for i in range(8)] == [(2 * i, i + 1) for i in range(8)]

@@ -19,5 +19,9 @@ def run_task(task, *values):
         raise add_task_note(exc, task.key)
 
 
-def to_dask_graph(graph):
-    return {key: (run_task, task, *task.dependencies) for key, task in graph.items()}
+def to_dask_graph(graph, cluster_key=None):
+    """The dask graph of ``graph``; ``cluster_key`` renames its keys for the cluster only."""
+    if cluster_key is None:
+        return {key: (run_task, task, *task.dependencies) for key, task in graph.items()}
+    return {cluster_key(key): (run_task, task, *map(cluster_key, task.dependencies))
+            for key, task in graph.items()}

@@ -17,5 +17,16 @@ def is_client(obj):
                for c in type(obj).__mro__)
 
 
-def run_distributed(graph, keys, client):
-    return list(client.get(to_dask_graph(graph), list(keys), sync=True))
+def run_distributed(graph, keys, client, call=None):
+    """``keys`` of ``graph`` computed on ``client``.
+
+    A compiled graph runs the same keys with new values; the cluster would hand
+    back what it still holds under a key, so each ``call`` (a token) gets keys
+    of its own on the cluster.  The tasks themselves keep their keys (notes,
+    their own inputs).
+    """
+    if call is None:
+        return list(client.get(to_dask_graph(graph), list(keys), sync=True))
+    cluster_key = {k: f"{k}@{call}" for k in graph}.__getitem__
+    return list(client.get(to_dask_graph(graph, cluster_key), [cluster_key(k) for k in keys],
+                           sync=True))
