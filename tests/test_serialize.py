@@ -305,3 +305,23 @@ def test_gradient_graphs_save_without_pickle_and_run_in_a_fresh_process(tmp_path
     with np.load(tmp_path / "out.npz") as out:
         for i, want in enumerate(step(**feeds)):
             np.testing.assert_array_equal(out[f"arr_{i}"], want)
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        return f.write(text)
+
+
+def test_loading_a_compiled_graph_runs_none_of_its_tasks(tmp_path):
+    """Folding at load would run the tasks no placeholder feeds: loading runs nothing."""
+    calls = tmp_path / "calls.txt"
+    x = tg.placeholder("x")
+    note = tg.delayed(_write, pure=True)(str(calls), "ran")
+    step = tg.compile([x + 1, note])
+    assert calls.read_text() == "ran"  # compile folded it, as it should
+    calls.unlink()
+    path = tmp_path / "step.tg"
+    tg.save(step, path)
+    loaded = tg.load(path)
+    assert not calls.exists()
+    assert loaded(x=1)[0] == 2 and calls.read_text() == "ran"  # the call runs it

@@ -498,6 +498,18 @@ def load(path, *, allow_pickle=False, scheduler=None):
         return outputs
     from .static import compile
 
-    return compile(outputs, optimize=header.get("optimize", True),
+    return compile(outputs, optimize=_without_fold(header.get("optimize", True)),
                    scheduler=scheduler or header.get("scheduler"),
                    num_workers=header.get("num_workers"))
+
+
+def _without_fold(optimize):
+    """The saved pass selection without ``fold``: folding runs the graph's constant parts,
+    and loading a file runs nothing (they run at each call instead)."""
+    if optimize is True:
+        return {"fold": False}
+    if isinstance(optimize, dict):
+        return {**optimize, "fold": False}
+    if isinstance(optimize, list):
+        return [name for name in optimize if name != "fold"]
+    return optimize
