@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+from collections import namedtuple
+from decimal import Decimal
 from itertools import combinations
 
 import numpy as np
@@ -193,6 +195,22 @@ def test_cse_keeps_requested_duplicates_as_aliases():
     out = cse(graph, ["x", "y"])
     assert out["y"].func is _identity and out["y"].dependencies == ("x",)
     assert get(out, ["x", "y"], "sync") == [M - 2, M - 2]
+
+
+def test_cse_keeps_equal_looking_but_different_literals_apart():
+    """0.0 and -0.0, True/1/1.0 inside namedtuples and sets, and equal but distinct objects
+    are different inputs: merging them changed results."""
+    point = namedtuple("point", "v")
+    pairs = [(0.0, -0.0), (np.float64(0.0), np.float64(-0.0)), (point(True), point(1)),
+             (point(1), point(1.0)), (frozenset({1}), frozenset({1.0})),
+             (Decimal("1.0"), Decimal("1.00")), (1j, complex(0.0, 1.0) * -1 * -1 + -0.0)]
+    for a, b in pairs:
+        graph = {"a": Task("a", repr, (a,), pure=True), "b": Task("b", repr, (b,), pure=True)}
+        out = cse(graph, ["a", "b"])
+        assert get(out, ["a", "b"], "sync") == [repr(a), repr(b)], (a, b)
+    same = {"a": Task("a", repr, ((1, "x", 2.5),), pure=True),
+            "b": Task("b", repr, ((1, "x", 2.5),), pure=True)}
+    assert cse(same, ["a", "b"])["b"].func is _identity  # equal numbers, strings, tuples merge
 
 
 def test_cse_compares_arrays_by_identity():

@@ -2,35 +2,53 @@
 
 Two tasks are merged when both are ``pure``, call the same function and have
 equal argument templates once their dependencies are themselves merged.
-Literal argument values compare by type and value when hashable (so ``1``,
-``1.0`` and ``True`` stay apart) and by identity otherwise (two references to
+Literal argument values compare by type and exact value for numbers,
+strings and containers of them (so ``1``, ``1.0`` and ``True`` stay apart,
+and so do ``0.0`` and ``-0.0``) and by identity otherwise (two references to
 one array are equal; two equal arrays are not compared element by element).
 A requested key that duplicates another stays in the graph as an alias.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..delayed import _identity
 from ..graph import Pack, Ref, Task, postorder
 from .common import is_leaf, rename
 
 
+_EXACT = frozenset([int, str, bytes, bool, type(None)])  # equal values are the same value
+
+
 def _freeze(value):
-    """A hashable stand-in for a template: equal stand-ins mean equal values."""
+    """A hashable stand-in for a template: equal stand-ins mean the same values.
+
+    Floats compare by their bits (``0.0`` and ``-0.0`` differ), containers item
+    by item with their types (``(True,)`` and ``(1,)`` differ, namedtuples too),
+    other objects by identity: equal is not enough (``Decimal("1.0")`` and
+    ``Decimal("1.00")`` are equal but print differently).
+    """
     cls = type(value)
+    if cls in _EXACT:
+        return (cls, value)
     if cls is Ref:
         return (Ref, value.key)
     if cls is Pack:
         return (Pack, value.kind, tuple(_freeze(v) for v in value.items))
-    if cls is tuple or cls is list:
+    if cls is float:
+        return (float, value.hex())
+    if cls is complex:
+        return (complex, value.real.hex(), value.imag.hex())
+    if isinstance(value, np.generic):
+        return (cls, value.tobytes())
+    if isinstance(value, (tuple, list)):
         return (cls, tuple(_freeze(v) for v in value))
     if cls is dict:
         return (dict, tuple((_freeze(k), _freeze(v)) for k, v in value.items()))
-    try:
-        hash(value)
-    except TypeError:
-        return ("id", id(value))
-    return (cls, value)
+    if cls is frozenset or cls is set:
+        return (cls, frozenset(_freeze(v) for v in value))
+    return ("id", id(value))
 
 
 def _signature(task):
