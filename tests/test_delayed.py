@@ -1,5 +1,6 @@
 """Building graphs with tg.delayed: decorator forms, leaves, containers, operators."""
 
+import dataclasses
 import operator
 import pickle
 from collections import namedtuple
@@ -263,3 +264,29 @@ def test_build_is_lazy_for_big_arrays():
     big = np.zeros(10_000_000)  # impure: building must not hash it
     d = inc(big)
     assert d.task.args[0] is big
+
+
+@dataclasses.dataclass
+class _Settings:
+    scale: object
+    offset: float = 1.0
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_dataclass_arguments_holding_delayeds_are_looked_into(scheduler):
+    """As in dask.delayed: the task gets an instance made from the computed fields."""
+    scale = tg.delayed(3.0) * 2
+    out = tg.delayed(_scaled)(_Settings(scale), 2.0)
+    assert out.compute(scheduler=scheduler) == 13.0
+    assert out.dependencies == (scale,)
+
+
+def _scaled(settings, value):
+    assert isinstance(settings, _Settings)
+    return settings.scale * value + settings.offset
+
+
+def test_gradients_flow_through_dataclass_fields():
+    x = tg.delayed(np.array([1.0, 2.0]))
+    y = tg.delayed(lambda s: np.sum(s.scale ** 2) * s.offset)(_Settings(x, 3.0))
+    np.testing.assert_array_equal(tg.grad(y, x).compute(scheduler="sync"), [6.0, 12.0])

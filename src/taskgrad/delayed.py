@@ -8,6 +8,7 @@ meant to be cheap (a few microseconds): keys come from a counter, and only
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import operator
@@ -90,7 +91,31 @@ def _to_template(value, deps):
         if any(type(v) in (Ref, Pack) for v in items):
             return Pack(cls, items)
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = tuple(f.name for f in dataclasses.fields(value) if f.init)
+        items = tuple(_to_template(getattr(value, name), deps) for name in names)
+        if any(type(v) in (Ref, Pack) for v in items):
+            return Pack(DataclassOf(cls, names), items)
     return value
+
+
+class DataclassOf:
+    """Rebuilds a dataclass instance from its fields' values (the kind of a Pack).
+
+    Like dask, taskgrad looks inside dataclass arguments for Delayeds; the
+    instance a task receives is a new one, made from the computed field values.
+    """
+
+    def __init__(self, cls, names):
+        self.cls = cls
+        self.names = names
+        self.__name__ = cls.__name__
+
+    def __call__(self, *values):
+        return self.cls(**dict(zip(self.names, values)))
+
+    def __reduce__(self):
+        return (DataclassOf, (self.cls, self.names))
 
 
 def unpack_delayed(obj):

@@ -15,6 +15,7 @@ by index (no linked structure), so it pickles and walks without recursion.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import operator
@@ -422,6 +423,9 @@ def _replace_at(obj, path, make):
         if type(obj) is list:
             return items
         return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if dataclasses.is_dataclass(obj):  # steps count its init fields, as delayed's Pack does
+        name = [f.name for f in dataclasses.fields(obj) if f.init][head]
+        return dataclasses.replace(obj, **{name: _replace_at(getattr(obj, name), rest, make)})
     raise TypeError(f"cannot trace an argument inside a {type(obj).__name__}")
 
 
