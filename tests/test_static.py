@@ -308,3 +308,15 @@ def test_a_compiled_graph_on_a_cluster_never_returns_an_earlier_call_s_values(da
     x = tg.placeholder("x")
     step = tg.compile([x * 2, x + 1], scheduler=dask_client)
     assert [step(x=i) for i in range(8)] == [(2 * i, i + 1) for i in range(8)]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: tg.placeholder("c") + tg.delayed(5, name="c"),
+    lambda: tg.delayed(5, name="c") + tg.placeholder("c"),
+    lambda: tg.placeholder("c", shape=(2,)) + tg.placeholder("c", shape=(3,)),
+    lambda: tg.placeholder("c", dtype="f4") + tg.placeholder("c", dtype="f8"),
+])
+def test_a_placeholder_name_given_to_another_task_is_an_error(build):
+    """It was silently run instead of fed (or one of two declarations was dropped)."""
+    with pytest.raises(tg.PlaceholderError, match="placeholders? named 'c'|name 'c' is given"):
+        tg.compile(build())

@@ -146,10 +146,18 @@ def collect_graph(delayeds):
 
 
 def _check_same(key, a, b):
-    """Raise if two leaves given the same name hold different values."""
+    """Raise if two leaves given the same name hold different values, or if a placeholder's
+    name is given to another task (which would be run instead of being fed)."""
     if type(a) is Literal and type(b) is Literal and a.args[0] is not b.args[0]:
         raise ValueError(f"two different values share the key {key!r}; "
                          "give leaves distinct names")
+    from .placeholder import Placeholder, PlaceholderError, check_same_declaration
+
+    if type(a) is Placeholder and type(b) is Placeholder:
+        check_same_declaration(a, b)
+    elif type(a) is Placeholder or type(b) is Placeholder:
+        raise PlaceholderError(f"the name {key!r} is given to a placeholder and to another "
+                               "task; give them distinct names")
 
 
 # ---------------------------------------------------------------- Delayed

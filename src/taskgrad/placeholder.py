@@ -84,6 +84,14 @@ def _check_shape(name, shape):
     return tuple(None if d is None else int(d) for d in shape)
 
 
+def check_same_declaration(first, task):
+    """Two placeholders may share a name (one input, declared twice) only declared alike."""
+    if (first.shape, first.dtype) != (task.shape, task.dtype):
+        raise PlaceholderError(
+            f"two placeholders named {task.key!r} declare different shapes or dtypes: "
+            f"{first.shape}/{first.dtype} and {task.shape}/{task.dtype}")
+
+
 def placeholder(name, shape=None, dtype=None):
     """A lazy input named ``name``, fed at run time: ``tg.compile(out)(name=value)``.
 

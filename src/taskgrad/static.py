@@ -13,7 +13,7 @@ from .gcpause import gc_paused
 from .graph import Literal, materialize
 from .optimize import CLUSTER_COMPILE_PASSES, COMPILE_PASSES, optimize as optimize_graph_
 from .schedulers.distributed import is_client
-from .placeholder import Placeholder, PlaceholderError
+from .placeholder import Placeholder, PlaceholderError, check_same_declaration
 from .schedulers.prepared import PreparedRun
 
 __all__ = ["Compiled", "compile"]
@@ -99,11 +99,7 @@ def _placeholders(delayeds):
         d = stack.pop()
         task = d._task
         if type(task) is Placeholder:
-            first = found.setdefault(task.key, task)
-            if (first.shape, first.dtype) != (task.shape, task.dtype):
-                raise PlaceholderError(
-                    f"two placeholders named {task.key!r} declare different shapes or dtypes: "
-                    f"{first.shape}/{first.dtype} and {task.shape}/{task.dtype}")
+            check_same_declaration(found.setdefault(task.key, task), task)
         elif d._key not in seen:
             seen.add(d._key)
             stack.extend(d._dependencies)
