@@ -325,3 +325,13 @@ def test_loading_a_compiled_graph_runs_none_of_its_tasks(tmp_path):
     loaded = tg.load(path)
     assert not calls.exists()
     assert loaded(x=1)[0] == 2 and calls.read_text() == "ran"  # the call runs it
+
+
+def test_array_subclasses_are_not_saved_as_plain_arrays(tmp_path):
+    """A masked array saved as its data would load without its mask."""
+    masked = np.ma.array([1.0, 2.0], mask=[False, True])
+    y = tg.delayed(np.ma.sum)(tg.delayed(masked, name="m"))
+    with pytest.raises(ValueError, match="MaskedArray.*allow_pickle=True"):
+        tg.save(y, tmp_path / "m.tg")
+    tg.save(y, tmp_path / "m.tg", allow_pickle=True)
+    assert tg.load(tmp_path / "m.tg", allow_pickle=True).compute() == 1.0

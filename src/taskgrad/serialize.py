@@ -161,7 +161,8 @@ class _Writer:
             return {"$ellipsis": None}
         if isinstance(v, np.dtype):
             return {"$dtype": self.value(np.lib.format.dtype_to_descr(v))}
-        if isinstance(v, (np.ndarray, np.generic)) and v.dtype != object:
+        if (cls is np.ndarray or isinstance(v, np.generic)) and v.dtype != object:
+            # (a subclass, masked array or matrix, would lose what it adds: pickled or refused)
             tag = "$array" if cls is np.ndarray else "$npscalar"
             return {tag: self.member("a", v, np.asarray(v))}
         if type(v) is TapeSpec:
