@@ -81,3 +81,11 @@ def test_distributed_persist(dask_client):
 def test_dask_persist_with_a_default_distributed_client(dask_client):
     (p,) = dask.persist(add(inc(1), 1), scheduler=dask_client)
     assert p.compute(scheduler="sync") == 3
+
+
+def test_dask_optimize_gives_back_a_delayed_that_computes_the_same():
+    """dask.optimize rebuilds a collection from its uncomputed graph (it was taken for values)."""
+    a = tg.delayed(np.arange(3.0), name="a")
+    c = (a * 2).sum() + 1
+    optimized, = dask.optimize(c)
+    assert optimized.compute() == tg.compute(optimized)[0] == c.compute() == 7.0

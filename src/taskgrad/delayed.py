@@ -18,7 +18,7 @@ import types
 
 import numpy as np
 
-from .graph import Literal, Pack, Ref, Task
+from .graph import Literal, Pack, Ref, Task, postorder
 
 __all__ = ["Delayed", "delayed", "DelayedFunction", "collect_graph", "unpack_delayed"]
 
@@ -372,13 +372,29 @@ def _first(results):
 
 
 def _rebuild_persisted(dsk, key, length, rename=None):
+    from .schedulers.dask_graph import run_task
+
     key = (rename or {}).get(key, key)
     value = dsk[key]
+    if type(value) is tuple and value and value[0] is run_task:
+        return _rebuild_uncomputed(dsk, key, length, run_task)
     if type(value).__name__ == "Future" and hasattr(value, "result"):
         # dask.persist on a distributed cluster hands back a Future; our leaves
         # hold values, so fetch it (the local schedulers cannot resolve futures)
         value = value.result()
     return Delayed(key, Literal(key, value), (), length)
+
+
+def _rebuild_uncomputed(dsk, key, length, run_task):
+    """``key`` of a graph that dask rebuilt without computing it (``dask.optimize``): our
+    tasks still to run, and the values of what was computed."""
+    graph = {k: v[1] if type(v) is tuple and v and v[0] is run_task else Literal(k, v)
+             for k, v in dsk.items()}
+    delayeds = {}
+    for k in postorder(graph, [key]):
+        task = graph[k]
+        delayeds[k] = Delayed(k, task, tuple(delayeds[d] for d in task.dependencies))
+    return Delayed(key, graph[key], delayeds[key]._dependencies, length)
 
 
 class DelayedAttr(Delayed):
