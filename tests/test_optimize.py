@@ -431,3 +431,15 @@ def test_compiled_random_graphs_equal_dynamic(graph_keys, data):
     needed = {k: v for k, v in feeds.items() if k in step.placeholders}
     assert same(step(needed), tuple(expected))
     check_graph(step.graph, keys)
+
+
+@pytest.mark.parametrize("passes", [["fuse"], ["inline"]])
+def test_an_error_inside_a_fused_task_names_the_task_that_failed(passes):
+    def bad(v):
+        raise ValueError("boom")
+
+    failing = tg.delayed(bad)(5) if passes == ["fuse"] else tg.delayed([1, 2])[5]
+    out = (failing + 1) * 2
+    with pytest.raises((ValueError, IndexError)) as info:
+        tg.compute(out, optimize_graph=passes, scheduler="sync")
+    assert info.value.__notes__[0] == f"taskgrad: raised while running task {failing.key!r}"

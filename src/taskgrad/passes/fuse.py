@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..delayed import funcname
 from ..graph import Ref, Task, execute, postorder
+from ..schedulers.local import add_task_note
 from .common import is_leaf, readers
 
 
@@ -50,7 +51,10 @@ class Fused:
     def __call__(self, *values):
         results = dict(zip(self.inputs, values))
         for task, drop in zip(self.tasks, self.release):
-            results[task.key] = execute(task, results)
+            try:
+                results[task.key] = execute(task, results)
+            except Exception as exc:  # name the inner task that failed, not just the fused one
+                raise add_task_note(exc, task.key)
             for key in drop:
                 del results[key]
         return results[self.tasks[-1].key]
