@@ -320,3 +320,12 @@ def test_a_placeholder_name_given_to_another_task_is_an_error(build):
     """It was silently run instead of fed (or one of two declarations was dropped)."""
     with pytest.raises(tg.PlaceholderError, match="placeholders? named 'c'|name 'c' is given"):
         tg.compile(build())
+
+
+def test_feeding_by_position_or_twice_is_a_clear_error():
+    step = tg.compile(tg.placeholder("x") * 2)
+    with pytest.raises(TypeError, match="feed placeholders by name.*not with a ndarray.*'x'"):
+        step(np.ones(2))
+    with pytest.raises(tg.PlaceholderError, match=r"\['x'\] fed twice"):
+        step({"x": 1}, x=2)
+    assert step({"x": 1}) == step(x=1) == 2

@@ -8,6 +8,8 @@ call: placeholders are literal slots of the prepared plan.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .delayed import collect_graph, unpack_delayed
 from .gcpause import gc_paused
 from .graph import Literal, materialize
@@ -57,7 +59,15 @@ class Compiled:
 
     def __call__(self, feeds=None, /, callbacks=None, **named):
         """Run with one value per placeholder, by name (or in a dict for any names)."""
-        if feeds:
+        if feeds is not None:
+            if not isinstance(feeds, Mapping):
+                raise TypeError(f"feed placeholders by name, step(x=...) or step({{'x': ...}}), "
+                                f"not with a {type(feeds).__name__}; this graph's placeholders "
+                                f"are {list(self.placeholders)}")
+            both = feeds.keys() & named.keys()
+            if both:
+                raise PlaceholderError(f"placeholder(s) {sorted(both)} fed twice, in the dict "
+                                       "and by keyword")
             named = {**feeds, **named}
         if named.keys() != self.placeholders.keys():
             missing = [name for name in self.placeholders if name not in named]
