@@ -290,3 +290,11 @@ def test_gradients_flow_through_dataclass_fields():
     x = tg.delayed(np.array([1.0, 2.0]))
     y = tg.delayed(lambda s: np.sum(s.scale ** 2) * s.offset)(_Settings(x, 3.0))
     np.testing.assert_array_equal(tg.grad(y, x).compute(scheduler="sync"), [6.0, 12.0])
+
+
+def test_a_long_chain_pickles_without_recursion():
+    x = tg.delayed(0)
+    for _ in range(30_000):
+        x = x + 1
+    back = pickle.loads(pickle.dumps(x))
+    assert back.key == x.key and back.compute(scheduler="sync") == 30_000

@@ -247,7 +247,9 @@ class Delayed:
         return f"Delayed({self._key!r})"
 
     def __reduce__(self):
-        return (Delayed, (self._key, self._task, self._dependencies, self._length))
+        # the graph as a flat dict: nested Delayeds would pickle one level per task, and a
+        # long chain would exceed the recursion limit
+        return (delayed_of, (collect_graph([self]), self._key, self._length))
 
     # -- running
     def compute(self, **kwargs):
@@ -390,6 +392,11 @@ def _rebuild_uncomputed(dsk, key, length, run_task):
     tasks still to run, and the values of what was computed."""
     graph = {k: v[1] if type(v) is tuple and v and v[0] is run_task else Literal(k, v)
              for k, v in dsk.items()}
+    return delayed_of(graph, key, length)
+
+
+def delayed_of(graph, key, length=None):
+    """The Delayed of ``key`` in ``graph`` (key -> task), built dependencies first."""
     delayeds = {}
     for k in postorder(graph, [key]):
         task = graph[k]
