@@ -298,3 +298,9 @@ def test_a_long_chain_pickles_without_recursion():
         x = x + 1
     back = pickle.loads(pickle.dumps(x))
     assert back.key == x.key and back.compute(scheduler="sync") == 30_000
+
+
+def test_none_can_be_wrapped_as_a_leaf():
+    """``tg.delayed(None)`` is a leaf holding None, as in dask; options alone make a decorator."""
+    assert tg.delayed(None).compute() is None
+    assert tg.delayed(name="n")(lambda: 3)().compute() == 3

@@ -496,7 +496,10 @@ def _check_nout(nout):
         raise TypeError(f"nout must be a non-negative int or None, got {nout!r}")
 
 
-def delayed(obj=None, *, pure=False, name=None, nout=None, vjp=None):
+_NOTHING = object()  # ``tg.delayed(pure=True)`` (a decorator) apart from ``tg.delayed(None)``
+
+
+def delayed(obj=_NOTHING, *, pure=False, name=None, nout=None, vjp=None):
     """Make a function lazy (``@tg.delayed``) or wrap a value as a leaf node.
 
     ``tg.delayed(fn)`` / ``@tg.delayed(pure=True, name=..., nout=..., vjp=...)``
@@ -505,7 +508,7 @@ def delayed(obj=None, *, pure=False, name=None, nout=None, vjp=None):
     a task that builds the container).
     """
     _check_nout(nout)
-    if obj is None:
+    if obj is _NOTHING:
         return functools.partial(delayed, pure=pure, name=name, nout=nout, vjp=vjp)
     if isinstance(obj, Delayed):
         return obj
