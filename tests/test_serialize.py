@@ -271,6 +271,9 @@ def test_newer_version(good_file):
     (lambda h: h["tasks"].pop(0), "not in the graph"),
     (lambda h: h["tasks"][0].update(shape=[2, -1]), "corrupted entry"),
     (lambda h: h["tasks"][2].update(func={"$pickle": "p0"}), "allow_pickle=True"),
+    (lambda h: h["tasks"][2].update(args=[{"$bytes": "not base64!"}]), "corrupted entry"),
+    (lambda h: h.update(optimize=["no_such_pass"]), "corrupted.*no_such_pass"),
+    (lambda h: h.update(scheduler="no_such_scheduler"), "corrupted.*no_such_scheduler"),
 ])
 def test_damaged_headers(good_file, change, message):
     rewrite_header(good_file, change)

@@ -17,6 +17,7 @@ import json
 import math
 import types
 import zipfile
+import zlib
 from functools import partial
 
 import numpy as np
@@ -415,7 +416,8 @@ def _open(path):
 def _header(archive, path):
     try:
         header = json.loads(archive[HEADER].tobytes().decode("utf-8"))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, NotImplementedError, zlib.error,
+            zipfile.BadZipFile) as exc:
         raise FileFormatError(f"{path}: corrupted taskgrad graph file ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise FileFormatError(f"{path}: not a taskgrad graph file")
@@ -481,7 +483,10 @@ def load(path, *, allow_pickle=False, scheduler=None):
                 graph[task.key] = task
             reader.context = "the outputs"
             template = reader.value(header.get("outputs"))
-        except (TypeError, KeyError, IndexError, AttributeError, zipfile.BadZipFile) as exc:
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError, EOFError,
+                NotImplementedError, zlib.error, zipfile.BadZipFile) as exc:
+            # (ValueError: bad base64 or an array member of an unreadable kind; EOFError,
+            # NotImplementedError and zlib.error: a damaged zip member)
             reader.fail(f"corrupted entry ({type(exc).__name__}: {exc})")
     try:
         order = postorder(graph, list(graph))
@@ -499,9 +504,14 @@ def load(path, *, allow_pickle=False, scheduler=None):
         return outputs
     from .static import compile
 
-    return compile(outputs, optimize=_without_fold(header.get("optimize", True)),
-                   scheduler=scheduler or header.get("scheduler"),
-                   num_workers=header.get("num_workers"))
+    try:
+        return compile(outputs, optimize=_without_fold(header.get("optimize", True)),
+                       scheduler=scheduler or header.get("scheduler"),
+                       num_workers=header.get("num_workers"))
+    except (ValueError, TypeError) as exc:  # the header's optimize, scheduler or num_workers
+        if scheduler is not None:
+            raise
+        raise FileFormatError(f"{path}: corrupted taskgrad graph file ({exc})") from exc
 
 
 def _without_fold(optimize):
