@@ -16,3 +16,16 @@ def add(x, y):
 @tg.delayed
 def fail(x):
     raise ZeroDivisionError(f"cannot use {x}")
+
+
+class RangeError(Exception):
+    """An exception whose ``__init__`` takes other arguments than its message."""
+
+    def __init__(self, low, high):
+        super().__init__(f"{low}-{high}")
+        self.low, self.high = low, high
+
+
+@tg.delayed
+def fail_with_range(x):
+    raise RangeError(x, x + 1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import taskgrad as tg
-from tasks import add, fail, inc
+from tasks import RangeError, add, fail, fail_with_range, inc
 
 SCHEDULERS = ["sync", "threads", "processes"]
 
@@ -118,6 +118,15 @@ def test_processes_exception_carries_remote_traceback():
     with pytest.raises(ZeroDivisionError) as info:
         fail(1).compute(scheduler="processes")
     assert "in fail" in str(info.value.__cause__)
+
+
+def test_processes_keep_the_type_of_exceptions_with_their_own_init():
+    """An exception class whose __init__ takes other arguments cannot be unpickled the usual
+    way; it still arrives as itself, with its attributes and the task's note."""
+    with pytest.raises(RangeError) as info:
+        fail_with_range(1).compute(scheduler="processes")
+    assert (str(info.value), info.value.low, info.value.high) == ("1-2", 1, 2)
+    assert any("fail_with_range" in note for note in info.value.__notes__)
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])

@@ -99,14 +99,34 @@ def _startup_hint(codes):
 def _dumps_exception(key, exc):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     add_task_note(exc, key)
-    try:
-        data = cloudpickle.dumps(exc)
-        pickle.loads(data)
-    except Exception:  # noqa: BLE001 - an exception type that cannot travel
-        substitute = RuntimeError(f"{type(exc).__qualname__}: {exc}")
-        add_task_note(substitute, key)
-        data = cloudpickle.dumps(substitute)
-    return key, data, tb
+    for carrier in (exc, _Rebuilt(exc)):
+        try:
+            data = cloudpickle.dumps(carrier)
+            pickle.loads(data)
+            return key, data, tb
+        except Exception:  # noqa: BLE001 - try the next way to make it travel
+            continue
+    substitute = RuntimeError(f"{type(exc).__qualname__}: {exc}")
+    add_task_note(substitute, key)
+    return key, cloudpickle.dumps(substitute), tb
+
+
+class _Rebuilt:
+    """Pickles an exception without calling its ``__init__`` again: an exception class
+    whose ``__init__`` takes other arguments than its ``args`` unpickles this way only."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        return (_rebuild_exception, (type(self.exc), self.exc.args, dict(vars(self.exc))))
+
+
+def _rebuild_exception(cls, args, state):
+    exc = cls.__new__(cls)
+    exc.args = args
+    vars(exc).update(state)  # its attributes and notes
+    return exc
 
 
 def run_batch(data):
