@@ -304,3 +304,10 @@ def test_none_can_be_wrapped_as_a_leaf():
     """``tg.delayed(None)`` is a leaf holding None, as in dask; options alone make a decorator."""
     assert tg.delayed(None).compute() is None
     assert tg.delayed(name="n")(lambda: 3)().compute() == 3
+
+
+def test_numpy_cannot_make_an_array_of_a_lazy_value():
+    d = tg.delayed(np.ones(3))
+    with pytest.raises(TypeError, match="no value yet.*compute.*tnp"):
+        np.asarray(d)
+    np.testing.assert_array_equal((np.ones(3) + d).compute(), [2.0, 2.0, 2.0])

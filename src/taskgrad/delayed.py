@@ -215,6 +215,11 @@ class Delayed:
     __slots__ = ("_key", "_task", "_dependencies", "_length", "__weakref__")
     __array_ufunc__ = None  # make NumPy defer to our reflected operators
 
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            f"Delayed object {self._key!r} has no value yet, so NumPy cannot make an array of "
+            "it: call .compute() first, or use taskgrad.numpy (tnp) to build lazy arrays")
+
     def __init__(self, key, task, dependencies=(), length=None):
         _set(self, "_key", key)
         _set(self, "_task", task)
