@@ -335,6 +335,28 @@ def test_in_place_assignment_is_a_clear_error(func, error, message):
     assert re.search(message, text), text
 
 
+@tg.delayed
+def _augmented(a):
+    s = a * 1.0
+    alias = s
+    s += a
+    s *= a
+    s -= 0.5
+    s /= 2.0
+    s **= 2
+    return np.sum(alias)
+
+
+def test_augmented_assignment_updates_the_traced_value_as_numpy_does():
+    """An alias of the updated array sees the change, with or without a gradient."""
+    xv = np.array([[1.0, 2.0], [0.5, -1.0]])
+    x = tg.delayed(xv)
+    y = _augmented(x)
+    alone, (with_grad, _) = y.compute(), tg.compute(y, tg.grad(y, x))
+    assert alone == with_grad == np.sum(((2 * xv * xv - 0.5) / 2.0) ** 2)
+    tg.check_grads(_augmented, xv)
+
+
 def test_non_float_results_are_not_traced():
     @tg.delayed
     def masked(x):

@@ -128,3 +128,17 @@ def test_functions_with_several_outputs_to_second_order(kind, scheduler):
     assert all(type(v) in (np.float64, np.ndarray) for v in items), value
     np.testing.assert_allclose(d1, 2 * xv.sum() + 18 * xv)
     np.testing.assert_allclose(d2, np.full(3, 24.0))
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_functions_with_several_outputs_to_third_order(kind):
+    """d3/dx3 of sin(x) * cos(x) = sin(2x) / 2 is -4 cos(2x), through one traced call."""
+    def both(a):
+        s, c = np.sin(a), np.cos(a)
+        return {"s": s, "c": c} if kind == "dict" else (s, c)
+
+    x = tg.delayed(0.7)
+    out = tg.delayed(both, nout=None if kind == "dict" else 2)(x)
+    s, c = (out["s"], out["c"]) if kind == "dict" else (out[0], out[1])
+    third = tg.grad(tg.grad(tg.grad(s * c, x), x), x)
+    assert float(third.compute(scheduler="sync")) == pytest.approx(-4 * np.cos(1.4))

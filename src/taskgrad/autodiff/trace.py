@@ -185,6 +185,20 @@ def _operator(ufunc):
     return method
 
 
+def _in_place(ufunc):
+    """``box <op>= other``: the Box itself takes the new value, as a NumPy array would, so
+    another name for it sees the change (the old value stays on the tape, unchanged)."""
+    operation = _operator(ufunc)
+
+    def method(self, other):
+        new = operation(self, other)
+        if type(new) is Box and new._trace is self._trace:
+            self._value, self._index = new._value, new._index
+            return self
+        return new
+    return method
+
+
 def _reflected(ufunc):
     def method(self, other):
         return apply_primitive(ufunc, (other, self), {}, [(1, None, self)])
@@ -341,6 +355,11 @@ class Box:
     __rmod__ = _reflected(np.mod)
     __floordiv__ = _operator(np.floor_divide)
     __rfloordiv__ = _reflected(np.floor_divide)
+    __iadd__ = _in_place(np.add)
+    __isub__ = _in_place(np.subtract)
+    __imul__ = _in_place(np.multiply)
+    __itruediv__ = _in_place(np.divide)
+    __ipow__ = _in_place(np.power)
     __neg__ = _unary_operator(np.negative)
     __pos__ = _unary_operator(np.positive)
     __abs__ = _unary_operator(np.abs)
@@ -567,7 +586,7 @@ def backprop(tape, g):
 def _zero_cotangent(value):
     """The cotangent of an input nothing flowed into: zeros of its shape, or None (zero) for a
     tuple, dict or ragged list (several outputs of a task, of any shapes)."""
-    if isinstance(value, (tuple, dict)):
+    if isinstance(_base(value), (tuple, dict)):  # (traced, at higher order)
         return None
     try:
         return np.zeros_like(value)
