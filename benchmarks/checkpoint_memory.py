@@ -121,6 +121,7 @@ def main():
         f"sync; one activation = {activation / 2**20:.1f} MiB; time = median of {args.rounds}",
         ["variant", "peak MiB (weight grads)", "x unchecked", "activation peak MiB",
          "in activations", "x unchecked", "time ms", "x unchecked"], rows)
+    _common.print_probe()  # the times are one thread's, but the machine is shared
 
 
 if __name__ == "__main__":

@@ -87,9 +87,13 @@ def _discard_pool(num_workers):
 
 
 def _startup_hint(codes):
-    """Explain the usual cause of a worker that exits with status 1: an unguarded script."""
+    """Explain the usual cause of a worker that exits with status 1: an unguarded script.
+
+    The first worker to fail exits with 1; by the time its death is seen the others may
+    have been terminated (-15) or not be reaped yet (no code): all of these get the hint.
+    """
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if codes != [1] or not main_file:
+    if not main_file or (codes and not (1 in codes or set(codes) <= {-15})):
         return ""
     return (f". If its error output mentions bootstrapping: worker processes are started with "
             f"'spawn', which imports {main_file!r}; put the code that computes under "

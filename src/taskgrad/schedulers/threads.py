@@ -28,4 +28,5 @@ class ThreadExecutor:
         return None, timings, worker
 
     def stop(self, errored):
-        """Nothing to shut down: worker threads end with the run."""
+        """Nothing to shut down: the helper threads are kept for the next run (a task still
+        running after a failure finishes in the background; a thread cannot be stopped)."""
