@@ -414,11 +414,19 @@ def _prod_of_others(x, axis):
     return np.transpose((before * after).reshape(moved.shape), np.argsort(kept + axes))
 
 
+def _no_second_derivative_at_zero(ans, x, axis):
+    raise MissingRuleError("the second derivative of numpy.prod where an entry is zero "
+                           "(not implemented)")
+
+
+defvjp(_prod_of_others, _no_second_derivative_at_zero, None)
+
+
 def _prod_rule(ans, x, axis=None, dtype=None, out=None, keepdims=False, initial=None,
                where=None):
     """``ans / x`` where no entry is zero; otherwise the products of the others (no 0/0).
-    Entries outside ``where`` count as 1 and get no gradient.  ``_prod_of_others`` has no
-    rule: differentiating twice at a zero is an error."""
+    Entries outside ``where`` count as 1 and get no gradient.  Differentiating
+    ``_prod_of_others`` (twice at a zero) is an error."""
     def vjp(g):
         g = _expand_reduced(g, x, axis, keepdims)
         xs = x if where is None else np.where(where, x, 1.0)
