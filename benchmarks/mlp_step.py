@@ -11,16 +11,19 @@ and planning are paid once and a step only feeds the values and runs), all on
 ``"sync"``; HIPS autograd; PyTorch eager (CPU, one thread).
 
 The data-parallel section splits the batch into two halves: hand-written NumPy
-on the halves one after the other and on two threads (the ceiling for any
-2-shard speed-up on this machine in this run), and the layers graph with two
-independent shard branches whose gradients are summed, rebuilt and compiled,
-each on ``"sync"`` and ``"threads"``.  It runs longer blocks of back-to-back
+on the halves one after the other and on two threads (what the same NumPy work
+gets from a second thread on this machine in this run), and the layers graph
+with two independent shard branches whose gradients are summed, rebuilt and
+compiled, each on ``"sync"`` and ``"threads"``; and the compiled whole step, SGD
+update included, so that the updates of the parameters run in parallel too
+(every other row updates in NumPy after the gradients, one thread).  It runs longer blocks of back-to-back
 steps, as a training loop does, and reports the threads-vs-sync speed-ups both
 as a ratio of medians and as the median of ratios paired within a round.  A
 probe, just before and just after it, measures how much of a second core is
 actually free.
 
-Every implementation's gradients are checked against the baseline first.  Times
+Every implementation's gradients (or new parameters) are checked against the
+baseline first.  Times
 are medians over interleaved, shuffled rounds (the machine is shared and noisy).
 
 Run: ``PYTHONPATH=src python benchmarks/mlp_step.py [--rounds N] [--parallel-rounds N]``
@@ -162,21 +165,25 @@ def taskgrad_grads(loss_fn, params, x, onehot, scheduler="sync", shards=1):
     return loss, grads
 
 
-def compiled_grads(loss_fn, dtype, scheduler="sync", shards=1):
+def compiled_grads(loss_fn, dtype, scheduler="sync", shards=1, update=False):
     """The same graph compiled once, with placeholders for the batch and the parameters, as a
     training loop would: a step only feeds the values and runs it.  With ``shards`` > 1 the
-    shards' weights are fixed for batches of ``BATCH`` rows."""
+    shards' weights are fixed for batches of ``BATCH`` rows.  With ``update`` the SGD update
+    is in the graph too (one task per parameter, in parallel on "threads"), and the function
+    returns the loss and the new parameters: a whole training step."""
     x = tg.placeholder("x", shape=(None, SIZES[0]), dtype=dtype)
     onehot = tg.placeholder("onehot", shape=(None, SIZES[-1]), dtype=dtype)
     params = [tg.placeholder(name) for name in NAMES]
-    run = tg.compile(loss_and_grads(loss_fn, x, onehot, params, BATCH, shards),
-                     scheduler=scheduler)
+    loss, *grads = loss_and_grads(loss_fn, x, onehot, params, BATCH, shards)
+    if update:
+        grads = [p - LR * g for p, g in zip(params, grads)]
+    run = tg.compile([loss, *grads], scheduler=scheduler)
 
-    def grads(params, xv, ov):
-        loss, *gs = run(x=xv, onehot=ov, **dict(zip(NAMES, params)))
-        return loss, gs
+    def call(params, xv, ov):
+        loss, *rest = run(x=xv, onehot=ov, **dict(zip(NAMES, params)))
+        return loss, rest
 
-    return grads
+    return call
 
 
 # ---------------------------------------------------------------- HIPS autograd
@@ -229,8 +236,10 @@ def torch_parts():
 
 # ---------------------------------------------------------------- running
 
-def check_same_gradients(impls, params, x, onehot, dtype):
-    ref_loss, ref = numpy_grads(params, x, onehot)
+def check_same_gradients(impls, params, x, onehot, dtype, reference=numpy_grads):
+    """Each of ``impls`` gives the loss and arrays (gradients, or with ``reference=numpy_step``
+    the new parameters) of the hand-written reference."""
+    ref_loss, ref = reference(params, x, onehot)
     rtol = 1e-9 if dtype == np.float64 else 2e-4
     for name, grads_fn in impls.items():
         loss, grads = grads_fn(params, x, onehot)
@@ -274,9 +283,22 @@ SPEED_UPS = [
      "taskgrad 2 shards rebuilt (sync)", "taskgrad 2 shards rebuilt (threads)"),
     ("taskgrad 2 shards compiled, threads vs sync",
      "taskgrad 2 shards compiled (sync)", "taskgrad 2 shards compiled (threads)"),
+    ("the same with the SGD update in the graph, threads vs sync",
+     "taskgrad 2 shards compiled, update in graph (sync)",
+     "taskgrad 2 shards compiled, update in graph (threads)"),
     ("ceiling: hand-written NumPy halves, 2 threads vs one",
      "NumPy 2 halves (one thread)", "NumPy 2 halves (2 threads)"),
 ]
+
+
+def parallel_steps(dtype, par_grads):
+    """The steps of the data-parallel section: each gradient function with the update in
+    NumPy, and the compiled 2-shard graph with the update in the graph."""
+    steps = {name: sgd(fn) for name, fn in par_grads.items()}
+    for scheduler in ("sync", "threads"):
+        steps[f"taskgrad 2 shards compiled, update in graph ({scheduler})"] = \
+            compiled_grads(layered_loss, dtype, scheduler, shards=2, update=True)
+    return steps
 
 
 def print_main_table(steps, inputs, dtype, rounds):
@@ -340,8 +362,9 @@ def main():
             check_same_gradients(grads_impls, params, x, onehot, dtype)
             print_main_table(steps, (params, x, onehot), dtype, args.rounds)
             _common.print_probe()
-            print_parallel_section({name: sgd(fn) for name, fn in par_grads.items()},
-                                   (params, x, onehot), dtype, args.parallel_rounds)
+            par_steps = parallel_steps(dtype, par_grads)
+            check_same_gradients(par_steps, params, x, onehot, dtype, reference=numpy_step)
+            print_parallel_section(par_steps, (params, x, onehot), dtype, args.parallel_rounds)
             _common.print_probe()
 
 
