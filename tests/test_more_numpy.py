@@ -262,3 +262,12 @@ def test_a_composite_keeps_numpys_forward_value():
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(with_grads[2], [[2.0, 1.0], [0.0, 0.0]])
+
+
+def test_numpy_2_3_pad_dict_and_triangles_of_a_vector():
+    """pad takes {axis: widths}; triu/tril of a 1-d array make a square matrix of its rows."""
+    v = np.array([1.0, 2.0, 3.0])
+    tg.check_grads(lambda a: tnp.sum(tnp.pad(a, {1: (1, 2)}) ** 2), X)
+    tg.check_grads(tg.delayed(lambda a: np.sum(np.pad(a, {-1: (2, 0)}) ** 2 * 1.5)), X)
+    tg.check_grads(lambda a: tnp.sum(tnp.triu(a) * np.arange(9.0).reshape(3, 3)), v)
+    tg.check_grads(tg.delayed(lambda a: np.sum(np.tril(a, -1) ** 2)), v)

@@ -213,6 +213,8 @@ def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 
 def _triangle(keep):
     def part(m, k=0):
+        if np.ndim(m) == 1:  # NumPy makes a 1-d array the rows of a square matrix
+            m = np.broadcast_to(m, (np.shape(m)[0],) * 2)
         rows, cols = np.shape(m)[-2:]
         return np.where(keep(np.ones((rows, cols), dtype=bool), k), m, 0.0)  # inf * 0 is nan
     return part

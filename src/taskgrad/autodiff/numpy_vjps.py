@@ -463,7 +463,10 @@ def _cumsum_rule(ans, x, axis=None, dtype=None, **kwargs):
 def _pad_rule(ans, x, pad_width, mode="constant", **kwargs):
     if mode != "constant":
         raise NotImplementedError(f"gradient of numpy.pad with mode={mode!r} (only 'constant')")
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=int), (len(_shape(x)), 2))
+    ndim = len(_shape(x))
+    if isinstance(pad_width, dict):  # {axis: widths}, the other axes unpadded (NumPy 2.3)
+        pad_width = [pad_width.get(i, pad_width.get(i - ndim, (0, 0))) for i in range(ndim)]
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=int), (ndim, 2))
     inner = tuple(slice(before, before + n) for (before, _), n in zip(widths, _shape(x)))
     return lambda g: g[inner]
 
