@@ -400,13 +400,20 @@ def _rebuild_uncomputed(dsk, key, length, run_task):
     return delayed_of(graph, key, length)
 
 
-def delayed_of(graph, key, length=None):
-    """The Delayed of ``key`` in ``graph`` (key -> task), built dependencies first."""
+def delayeds_in(graph, order):
+    """key -> Delayed for the keys of ``graph`` (key -> task) in ``order``, which lists
+    each after its dependencies."""
     delayeds = {}
-    for k in postorder(graph, [key]):
+    for k in order:
         task = graph[k]
         delayeds[k] = Delayed(k, task, tuple(delayeds[d] for d in task.dependencies))
-    return Delayed(key, graph[key], delayeds[key]._dependencies, length)
+    return delayeds
+
+
+def delayed_of(graph, key, length=None):
+    """The Delayed of ``key`` in ``graph`` (key -> task)."""
+    d = delayeds_in(graph, postorder(graph, [key]))[key]
+    return Delayed(key, d._task, d._dependencies, length)
 
 
 class DelayedAttr(Delayed):

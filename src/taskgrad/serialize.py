@@ -25,7 +25,7 @@ import numpy as np
 from .autodiff.backward_tasks import TapeSpec
 from .autodiff.rules import _RULES, has_rules, rule_for
 from .checkpoint import Segment
-from .delayed import Delayed, DelayedFunction, unpack_delayed
+from .delayed import DelayedFunction, delayeds_in, unpack_delayed
 from .graph import (CycleError, Literal, MissingDependencyError, Pack, Ref, Task, materialize,
                     postorder)
 from .placeholder import Placeholder, _check_shape
@@ -492,12 +492,8 @@ def load(path, *, allow_pickle=False, scheduler=None):
         order = postorder(graph, list(graph))
     except (CycleError, MissingDependencyError) as exc:
         raise FileFormatError(f"{path}: corrupted taskgrad graph file ({exc})") from None
-    delayeds = {}
-    for key in order:
-        task = graph[key]
-        delayeds[key] = Delayed(key, task, tuple(delayeds[d] for d in task.dependencies))
     try:
-        outputs = materialize(template, delayeds)
+        outputs = materialize(template, delayeds_in(graph, order))
     except KeyError as exc:
         raise FileFormatError(f"{path}: an output refers to a missing task {exc}") from None
     if header["kind"] == "delayed":

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..graph import run_early
 from .rules import defvjp, defvjp_argnum, nondifferentiable
-from .shape_dtype import shape_dtype
+from .shape_dtype import shape_dtype, shape_of
 from .trace import add_cotangents, backprop, trace_call
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
@@ -108,7 +108,7 @@ def checked_cotangent(y, cotangent, key):
     of another shape would broadcast through the rules into gradients of wrong shapes."""
     if isinstance(cotangent, (list, tuple)):  # the rules compute with arrays
         cotangent = np.asarray(cotangent)
-    y_shape, c_shape = _shape_of(y), _shape_of(cotangent)
+    y_shape, c_shape = shape_of(y), shape_of(cotangent)
     if c_shape != y_shape:
         raise ValueError(f"tg.vjp: the cotangent has shape {c_shape}, but the value of {key!r} "
                          f"has shape {y_shape}; the cotangent must have the shape of y")
@@ -116,13 +116,6 @@ def checked_cotangent(y, cotangent, key):
         raise ValueError(f"tg.vjp: the cotangent is complex, but the value of {key!r} is real; "
                          f"take the vjp of the real and the imaginary part separately")
     return cotangent
-
-
-def _shape_of(value):
-    try:
-        return value.shape
-    except AttributeError:  # a Python number or a list: as NumPy sees it
-        return np.shape(value)
 
 
 def zeros_for(x):

@@ -15,6 +15,7 @@ import numpy as np
 
 from .rules import (MissingRuleError, copy_rules, defvjp, defvjp_argnum, nondifferentiable,
                     uses_only_shapes)
+from .shape_dtype import shape_of as _shape
 from .trace import _base, astype, primitive
 
 
@@ -35,13 +36,6 @@ def _shape_dtype(x):
     except AttributeError:
         x = np.asarray(x)
         return x.shape, x.dtype
-
-
-def _shape(x):
-    try:
-        return x.shape
-    except AttributeError:
-        return np.shape(x)
 
 
 def _sum(g, axis, keepdims=False):
@@ -96,7 +90,6 @@ def unbroadcast(x, g):
 
 def _reshape_back(x, order):
     """The rule of a reshape: ``g`` back to the shape of ``x``, read in the same ``order``."""
-    order = order[0] if type(order) is tuple else order
     if order in ("C", None):
         return lambda g: _reshape(g, _shape(x))
     if order == "F":
@@ -429,9 +422,9 @@ def _prod_rule(ans, x, axis=None, dtype=None, out=None, keepdims=False, initial=
     ``_prod_of_others`` (twice at a zero) is an error."""
     def vjp(g):
         g = _expand_reduced(g, x, axis, keepdims)
-        xs = x if where is None else np.where(where, x, 1.0)
+        xs = x
         if where is not None:
-            g = g * where
+            xs, g = np.where(where, x, 1.0), g * where
         if np.count_nonzero(xs == 0):
             others = _prod_of_others(xs, axis)
             return unbroadcast(x, g * (others if initial is None else others * initial))
@@ -610,8 +603,9 @@ defvjp(np.prod, _prod_rule)
 for _f in (np.max, np.amax, np.min, np.amin):
     defvjp(_f, _chooser)
 
-defvjp(np.reshape, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", a[1:2] or "C")))
-defvjp(np.ravel, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", a[:1] or "C")))
+# (positional: reshape(a, shape, order), ravel(a, order))
+defvjp(np.reshape, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", (*a, "C", "C")[1])))
+defvjp(np.ravel, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", (*a, "C")[0])))
 defvjp(np.expand_dims, lambda ans, x, axis: lambda g: _reshape(g, _shape(x)))
 defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: _reshape(g, _shape(x)))
 defvjp(np.transpose, _transpose_rule)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ShapeDtype", "shape_dtype"]
+__all__ = ["ShapeDtype", "shape_dtype", "shape_of"]
 
 
 class ShapeDtype:
@@ -40,3 +40,12 @@ def shape_dtype(value):
     except AttributeError:  # a Python number or a list
         value = np.asarray(value)
         return ShapeDtype(value.shape, value.dtype)
+
+
+def shape_of(value):
+    """The shape of an array (or traced value, or ShapeDtype), or of anything else as NumPy
+    sees it."""
+    try:
+        return value.shape
+    except AttributeError:  # a Python number or a list
+        return np.shape(value)
