@@ -93,16 +93,24 @@ def sgd(grads_fn):
 numpy_step = sgd(numpy_grads)
 
 
-_halves_pool = ThreadPoolExecutor(2)
+_halves_pool = ThreadPoolExecutor(1)
 
 
 def numpy_halves_grads(params, x, onehot, threads):
     """Hand-written NumPy on two half batches, one after the other or on two threads: the
-    ceiling for any 2-shard data-parallel speed-up on this machine, measured in the same run."""
+    ceiling for any 2-shard data-parallel speed-up on this machine, measured in the same run.
+
+    On two threads, the second half runs on a pool thread while the calling thread runs the
+    first (measured here: faster than handing both to a pool, one wake-up less per step)."""
     half = len(x) // 2
-    parts = [(x[:half], onehot[:half]), (x[half:], onehot[half:])]
-    run = _halves_pool.map if threads else map
-    (loss_a, grads_a), (loss_b, grads_b) = run(lambda part: numpy_grads(params, *part), parts)
+    first, second = (x[:half], onehot[:half]), (x[half:], onehot[half:])
+    if threads:
+        pending = _halves_pool.submit(numpy_grads, params, *second)
+        loss_a, grads_a = numpy_grads(params, *first)
+        loss_b, grads_b = pending.result()
+    else:
+        (loss_a, grads_a), (loss_b, grads_b) = (numpy_grads(params, *first),
+                                                numpy_grads(params, *second))
     return (loss_a + loss_b) / 2, [(a + b) / 2 for a, b in zip(grads_a, grads_b)]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..graph import run_early
 from .rules import defvjp, defvjp_argnum, nondifferentiable
 from .shape_dtype import shape_dtype, shape_of
-from .trace import add_cotangents, backprop, trace_call
+from .trace import add_cotangents, backprop, trace_call, zeros_like_value
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
            "sum_cotangents", "ones_for", "checked_cotangent", "zeros_for", "describe"]
@@ -44,7 +44,7 @@ def rule_vjp(positions, kwargs, g, ans, *args):
         c = rule(ans, *args, **kwargs)(g)
         if sub is not None:
             c = c[sub]
-        total = c if total is None else total + c
+        total = add_cotangents(total, c)
     return total
 
 
@@ -98,6 +98,9 @@ def ones_for(y, key):
         raise ValueError(
             f"tg.grad needs a scalar y, but the value of {key!r} has shape {np.shape(y)}; "
             "use tg.vjp(y, wrt, cotangent) for a non-scalar output")
+    if np.iscomplexobj(y):
+        raise ValueError(f"tg.grad needs a real y, but the value of {key!r} is complex; "
+                         "taskgrad differentiates real values only")
     if type(y) is np.ndarray or isinstance(y, np.generic):
         return np.ones((), y.dtype)  # what ones_like gives, without its dispatch
     return np.ones_like(y)
@@ -120,8 +123,7 @@ def checked_cotangent(y, cotangent, key):
 
 def zeros_for(x):
     """The gradient of a ``wrt`` that ``y`` does not depend on."""
-    dtype = np.result_type(x)
-    return np.zeros(np.shape(x), dtype=dtype if dtype.kind in "fc" else np.float64)
+    return zeros_like_value(x)
 
 
 defvjp_argnum(sum_cotangents, lambda pos: lambda ans, *gs: lambda g: g)

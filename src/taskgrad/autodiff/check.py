@@ -25,9 +25,11 @@ def check_grads(fn, *args, eps=1e-6, rtol=None, atol=None, scheduler="sync"):
     """Check ``tg.grad(fn(*leaves), leaves)`` against central finite differences.
 
     ``fn`` takes one Delayed per argument and returns a scalar Delayed.  Float
-    arguments are checked.  Returns None, or raises AssertionError naming the
-    argument, the index and the difference.
+    arguments are checked (lists and tuples of numbers are passed as arrays);
+    other real ones are passed as they are.  Returns None, or raises
+    AssertionError naming the argument, the index and the difference.
     """
+    args = [_checkable(i, a) for i, a in enumerate(args)]
     leaves = [delayed(a) for a in args]
     y = fn(*leaves)
     if not isinstance(y, Delayed):
@@ -57,6 +59,21 @@ def check_grads(fn, *args, eps=1e-6, rtol=None, atol=None, scheduler="sync"):
 
 
 _EPSILON = float(np.finfo(np.float64).eps)
+
+
+def _checkable(i, arg):
+    """``arg`` as check_grads perturbs it: a list or tuple of numbers as an array; a complex
+    argument is refused (taskgrad differentiates real values only)."""
+    if isinstance(arg, (list, tuple)):
+        kind = type(arg).__name__
+        arg = np.asarray(arg)
+        if arg.dtype.kind not in "biufc":
+            raise TypeError(f"check_grads: argument {i} is a {kind} that is not an array of "
+                            "numbers; pass arrays or numbers")
+    if np.iscomplexobj(arg):
+        raise TypeError(f"check_grads: argument {i} is complex; taskgrad differentiates real "
+                        "values only (pass the real and imaginary parts as two real arrays)")
+    return arg
 
 
 def _compare(i, arg, g, fd, noise, rtol, atol):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .numpy_vjps import _LETTERS, _reduction_count, _undiagonal
 from .rules import MissingRuleError, defcomposite
-from .trace import astype
+from .trace import Box, astype
 
 
 def _unsupported(name, option):
@@ -43,7 +43,10 @@ def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
 
 def norm(x, ord=None, axis=None, keepdims=False):
     """Vector norms (2, 1, inf, -inf) and the Frobenius norm of matrices."""
-    vector = axis is not None and np.ndim(axis) == 0 or axis is None and np.ndim(x) == 1
+    if axis is None:
+        vector = np.ndim(x) == 1
+    else:  # an int, or a tuple of one axis, is a vector norm; two axes a matrix norm
+        vector = np.ndim(axis) == 0 or len(axis) == 1
     if ord is None or (ord == "fro" and not vector) or (ord == 2 and vector):
         return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
     if vector and ord == 1:
@@ -90,6 +93,8 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
 def nansum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     if out is not None or kwargs:
         _unsupported("nansum", _given(out, kwargs))
+    if dtype is not None:
+        a = astype(a, dtype)
     return np.sum(np.where(np.isnan(a), 0.0, a), axis=axis, keepdims=keepdims)
 
 
@@ -105,7 +110,11 @@ def real(x):
 
 
 def copy(a, order="K", subok=False):
-    return a  # traced values are never written to: the value itself is a copy
+    """A new traced value for the same array: the array itself is never written to, but
+    augmented assignment rebinds a traced value in place, which must not reach ``a``."""
+    if type(a) is Box:
+        return Box(a._value, a._trace, a._index)
+    return np.copy(a, order=order, subok=subok)
 
 
 def take(a, indices, axis=None, out=None, mode="raise"):
@@ -154,13 +163,13 @@ atleast_3d = _at_least(3, lambda s: (1, s[0], 1) if len(s) == 1 else s + (1,) if
                        else (1, 1, 1))
 
 
-def hstack(tup, **kwargs):
+def hstack(tup, **kwargs):  # (dtype=, casting=: concatenate's own)
     arrays = [atleast_1d(a) for a in tup]
-    return np.concatenate(arrays, axis=0 if np.ndim(arrays[0]) == 1 else 1)
+    return np.concatenate(arrays, axis=0 if np.ndim(arrays[0]) == 1 else 1, **kwargs)
 
 
 def vstack(tup, **kwargs):
-    return np.concatenate([atleast_2d(a) for a in tup], axis=0)
+    return np.concatenate([atleast_2d(a) for a in tup], axis=0, **kwargs)
 
 
 def array_split(ary, indices_or_sections, axis=0):

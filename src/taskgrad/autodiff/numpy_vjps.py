@@ -16,7 +16,7 @@ import numpy as np
 from .rules import (MissingRuleError, copy_rules, defvjp, defvjp_argnum, nondifferentiable,
                     uses_only_shapes)
 from .shape_dtype import shape_of as _shape
-from .trace import _base, astype, primitive
+from .trace import _base, astype, primitive, zeros_like_value
 
 
 # ---------------------------------------------------------------- helpers
@@ -68,12 +68,17 @@ def unbroadcast(x, g):
     """
     if type(g) is _ndarray:
         try:
-            if g.shape == x.shape and g.dtype == x.dtype:
+            if g.shape == x.shape and g.dtype == x.dtype and g.dtype.kind != "c":
                 return g
         except AttributeError:  # x is a Python number
             pass
     shape, dtype = _shape_dtype(x)
     gshape, gdtype = _shape_dtype(g)
+    if dtype.kind == "c" or gdtype.kind == "c":
+        raise MissingRuleError(
+            "cannot differentiate complex values: taskgrad differentiates real values only "
+            "(its rules do not conjugate); differentiate the real and imaginary parts as two "
+            "real arrays")
     if gshape != shape:
         extra = len(gshape) - len(shape)
         if extra > 0:
@@ -189,9 +194,10 @@ def _getitem_rule(ans, x, index):
             raise TypeError(f"cannot differentiate indexing a {type(items).__name__} with "
                             f"{index!r}")
         n = len(items)
-        return lambda g: tuple(g if j == index % n else None for j in range(n))
+        return lambda g: tuple(g if j == index % n else zeros_like_value(item)
+                               for j, item in enumerate(items))
     if isinstance(items, dict):  # a task's dict value: the cotangent is a dict of its items'
-        return lambda g: {k: g if k == index else None for k in items}
+        return lambda g: {k: g if k == index else zeros_like_value(v) for k, v in items.items()}
     return lambda g: untake(g, index, x)
 
 
@@ -251,7 +257,7 @@ def _dot_subscripts(nd_a, nd_b):
 
 def _dot_rule(argnum, rule):
     """``np.dot``: the matmul rule up to 2-d, the einsum rule of the same product beyond."""
-    def checked(ans, a, b):
+    def checked(ans, a, b, out=None):
         nd_a, nd_b = np.ndim(a), np.ndim(b)
         if nd_a <= 2 and nd_b <= 2 or nd_a == 0 or nd_b == 0:
             return rule(ans, a, b)
@@ -466,10 +472,19 @@ def _pad_rule(ans, x, pad_width, mode="constant", **kwargs):
 
 @primitive
 def _untake_along(g, indices, axis, x):
-    """The cotangent of ``take_along_axis(x, indices, axis)``: ``g`` added back at ``indices``."""
-    shape = _shape(x)
-    out = np.zeros(shape, dtype=np.result_type(g))
-    grid = list(np.ogrid[tuple(slice(n) for n in np.shape(g))])
+    """The cotangent of ``take_along_axis(x, indices, axis)``: ``g`` added back at ``indices``
+    (of the flattened ``x`` when ``axis`` is None), in ``x`` broadcast against ``indices``
+    on the other axes (the rule then sums the broadcast away)."""
+    shape, dtype = _shape(x), np.result_type(g)
+    if axis is None:
+        out = np.zeros(int(np.prod(shape)), dtype)
+        np.add.at(out, indices, g)
+        return np.reshape(out, shape)
+    gshape = np.shape(g)
+    axis %= len(shape)
+    out = np.zeros(tuple(n if i == axis else max(n, m)
+                         for i, (n, m) in enumerate(zip(shape, gshape))), dtype)
+    grid = list(np.ogrid[tuple(slice(n) for n in gshape)])
     grid[axis] = indices
     np.add.at(out, tuple(grid), g)
     return out
@@ -594,8 +609,9 @@ defvjp(np.full_like, None, lambda ans, a, fill_value, *args, **kw: lambda g: unb
     fill_value, g))
 defvjp(np.matmul, _matmul_da, _matmul_db)
 defvjp(np.dot, _dot_rule(0, _matmul_da), _dot_rule(1, _matmul_db))
-defvjp(np.outer, lambda ans, a, b: lambda g: unbroadcast(a, np.reshape(g @ np.ravel(b), _shape(a))),
-       lambda ans, a, b: lambda g: unbroadcast(b, np.reshape(np.ravel(a) @ g, _shape(b))))
+defvjp(np.outer,
+       lambda ans, a, b, out=None: lambda g: unbroadcast(a, np.reshape(g @ np.ravel(b), _shape(a))),
+       lambda ans, a, b, out=None: lambda g: unbroadcast(b, np.reshape(np.ravel(a) @ g, _shape(b))))
 
 defvjp(np.sum, _sum_rule)
 defvjp(np.mean, _mean_rule)
@@ -609,7 +625,7 @@ defvjp(np.ravel, lambda ans, x, *a, **kw: _reshape_back(x, kw.get("order", (*a, 
 defvjp(np.expand_dims, lambda ans, x, axis: lambda g: _reshape(g, _shape(x)))
 defvjp(np.squeeze, lambda ans, x, axis=None: lambda g: _reshape(g, _shape(x)))
 defvjp(np.transpose, _transpose_rule)
-defvjp(np.swapaxes, lambda ans, x, a1, a2: lambda g: np.swapaxes(g, a1, a2))
+defvjp(np.swapaxes, lambda ans, x, axis1, axis2: lambda g: np.swapaxes(g, axis1, axis2))
 defvjp(np.broadcast_to, lambda ans, x, shape, **kw: lambda g: unbroadcast(x, g))
 defvjp(np.concatenate, _concatenate_rule)
 defvjp_argnum(np.einsum, _einsum_vjp_maker)

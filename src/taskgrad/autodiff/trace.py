@@ -26,10 +26,12 @@ from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, MissingRuleError, is_nondi
                     ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
-__all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents"]
+__all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents",
+           "zeros_like_value"]
 
 _levels = itertools.count(1)
 _NO_SHAPES = ((), False)
+_SEQUENCES = (tuple, list)
 
 
 class Trace:
@@ -72,6 +74,22 @@ def _find_boxes(args):
     return found
 
 
+def _is_integer(value):
+    try:
+        return value.dtype.kind in "iu"
+    except AttributeError:
+        return type(value) is int
+
+
+def _carries_integers(func, ans, args, parents):
+    """Whether an integer result is still differentiable: arithmetic on a traced integer
+    array (``x ** 2`` of integer ``x``), as opposed to a float turned integer (``astype``,
+    an index), whose derivative is zero.  Bools are never differentiable."""
+    if not _is_integer(ans) or func not in _RULES:
+        return False
+    return any(_is_integer(args[i] if j is None else args[i][j]) for i, j, _ in parents)
+
+
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
@@ -86,10 +104,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if boxes is None:
         boxes = _find_boxes(args)
     if kwargs:
-        for v in kwargs.values():
-            if type(v) is Box:
-                raise MissingRuleError(
-                    f"{_opname(func)} with a traced keyword argument")
+        _check_keywords(func, kwargs)
     trace = boxes[0][2]._trace
     for _, _, b in boxes:
         if b._trace.level > trace.level:
@@ -107,7 +122,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
             args[i][j] = b._value
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
-    if not _is_float(ans):
+    if not _is_float(ans) and not _carries_integers(func, ans, args, parents):
         if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
                 and not is_nondifferentiable(func):  # NumPy's results are namedtuples
             # several arrays out: no rule form for that, so never drop the trace silently
@@ -138,6 +153,17 @@ def apply_primitive(func, args, kwargs, boxes=None):
     nodes = trace.nodes
     nodes.append((func, args, kwargs, shape_dtype(ans) if shape_ans else ans, parents))
     return Box(ans, trace, len(nodes) - 1)
+
+
+def _check_keywords(func, kwargs):
+    """Traced values go by position (the rules take them so); ``out=`` writes in place."""
+    for name, v in kwargs.items():
+        if type(v) is Box or (type(v) in _SEQUENCES and Box in map(type, v)):
+            raise MissingRuleError(f"{_opname(func)} with a traced value passed by keyword "
+                                   f"({name}=)", "pass it by position")
+    if kwargs.get("out") is not None:
+        raise MissingRuleError(f"{_opname(func)} with out= (it writes into an array in place)",
+                               _BUILD_INSTEAD)
 
 
 def _opname(func):
@@ -373,11 +399,12 @@ class Box:
 
 
 def _reduce(func):
-    """``ufunc.reduce`` as its NumPy function (whose default axis is 0, not None)."""
-    def reduce(x, axis=0, dtype=None, keepdims=False):
+    """``ufunc.reduce`` as its NumPy function (whose default axis is 0, not None); the
+    other options (``initial=``, ``where=``, ``out=``) mean the same to both."""
+    def reduce(x, axis=0, dtype=None, out=None, keepdims=False, **options):
         if dtype is not None:
             x = astype(x, dtype)
-        return func(x, axis=axis, keepdims=keepdims)
+        return func(x, axis=axis, out=out, keepdims=keepdims, **options)
     return reduce
 
 
@@ -520,13 +547,17 @@ def _unbox_output(out, trace):
 
 
 def add_cotangents(a, b):
-    """``a + b`` for cotangents, where None is zero and tuples and dicts add item by item."""
+    """``a + b`` for cotangents, where None is zero and tuples, lists and dicts add item by
+    item (the cotangent of a tuple or list value is a tuple or list of its items')."""
     if a is None:
         return b
     if b is None:
         return a
-    if type(a) is tuple:
-        return tuple(add_cotangents(x, y) for x, y in zip(a, b))
+    if type(a) is np.ndarray:
+        return a + b
+    if isinstance(a, _SEQUENCES) or isinstance(b, _SEQUENCES):  # namedtuples too
+        kind = list if type(a) is list and type(b) is list else tuple
+        return kind(add_cotangents(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is dict:
         return {k: add_cotangents(a.get(k), b.get(k)) for k in a.keys() | b.keys()}
     return a + b
@@ -584,11 +615,27 @@ def backprop(tape, g):
 
 
 def _zero_cotangent(value):
-    """The cotangent of an input nothing flowed into: zeros of its shape, or None (zero) for a
-    tuple, dict or ragged list (several outputs of a task, of any shapes)."""
-    if isinstance(_base(value), (tuple, dict)):  # (traced, at higher order)
-        return None
+    """The cotangent of an input nothing flowed into (see ``zeros_like_value``)."""
+    return zeros_like_value(value)
+
+
+def zeros_like_value(value):
+    """A zero cotangent for ``value``: zeros of its shape (float64 for an integer or bool
+    array, whose gradient is real), the same structure for a tuple, list or dict (items
+    that are not numbers get None, which counts as zero).
+
+    Recurses on the nesting of user containers only.
+    """
+    base = _base(value)  # (traced, at higher order: the zeros are constants)
+    if isinstance(base, dict):
+        return {k: zeros_like_value(v) for k, v in base.items()}
+    if isinstance(base, _SEQUENCES):
+        items = [zeros_like_value(v) for v in base]
+        return items if type(base) is list else tuple(items)
     try:
-        return np.zeros_like(value)
-    except ValueError:
+        shape, dtype = np.shape(base), np.result_type(base)
+    except (TypeError, ValueError):
         return None
+    if dtype.kind not in "biufc":
+        return None
+    return np.zeros(shape, dtype if dtype.kind in "fc" else np.float64)

@@ -1,0 +1,219 @@
+"""Corners of differentiation that once gave wrong answers or unclear errors.
+
+Each test states the right answer and how it is known (worked by hand,
+finite differences, or NumPy's own forward value).
+"""
+
+import numpy as np
+import pytest
+
+import taskgrad as tg
+import taskgrad.numpy as tnp
+from taskgrad.autodiff.rules import MissingRuleError
+
+
+def grad_of(body, value, scheduler="sync"):
+    x = tg.delayed(value)
+    return tg.grad(tg.delayed(body)(x), x).compute(scheduler=scheduler)
+
+
+# ---------------------------------------------------------------- tuple and list values
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_tuple_value_read_by_two_consumers_adds_their_cotangents(scheduler):
+    # y = sum(concat(x, 2x)^2) + sum(3 * stack(x, 2x)) -> dy/dx = 2x + 8x + 3 + 6
+    x = tg.delayed(np.array([1.0, 2.0]))
+    pair = tg.delayed(lambda x: (x, x * 2.0))(x)
+    y = tnp.sum(tnp.concatenate(pair) ** 2) + tnp.sum(tnp.stack(pair) * 3.0)
+    np.testing.assert_allclose(tg.grad(y, x).compute(scheduler=scheduler), [19.0, 29.0])
+
+
+def test_the_same_inside_a_traced_function():
+    def body(x):
+        pair = (x, x * 2.0)
+        return np.sum(np.concatenate(pair) ** 2) + np.sum(np.stack(pair) * 3.0)
+    np.testing.assert_allclose(grad_of(body, np.array([1.0, 2.0])), [19.0, 29.0])
+
+
+def test_a_list_leaf_gets_one_cotangent_per_item():
+    a = np.array([1.0, 2.0])
+    leaf = tg.delayed([a, 3 * a])
+    y = tnp.sum(tnp.concatenate(leaf) ** 2) + tnp.sum(tnp.stack(leaf))
+    g = tg.grad(y, leaf).compute(scheduler="sync")
+    assert len(g) == 2
+    np.testing.assert_allclose(g[0], 2 * a + 1)
+    np.testing.assert_allclose(g[1], 2 * 3 * a + 1)
+
+
+def test_indexing_and_concatenating_the_same_tuple_add():
+    x = tg.delayed(np.array([1.0, 2.0]))
+    pair = tg.delayed(lambda x: (x, x * 2.0))(x)
+    y = tnp.sum(pair[0] * 5.0) + tnp.sum(tnp.concatenate(pair) * 3.0)
+    np.testing.assert_allclose(tg.grad(y, x).compute(scheduler="sync"), [14.0, 14.0])
+
+
+# ---------------------------------------------------------------- copies and integers
+
+def test_a_traced_copy_is_independent_of_the_original():
+    def body(x):
+        c = np.copy(x)
+        c += 1.0
+        d = x.copy()
+        d *= 2.0
+        return np.sum(x * c) + np.sum(d)   # sum(x^2 + x) + 2 sum(x) -> 2x + 3
+
+    xv = np.array([1.0, 2.0, 3.0])
+    x = tg.delayed(xv)
+    y = tg.delayed(body)(x)
+    value, g = tg.compute(y, tg.grad(y, x), scheduler="sync")
+    assert value == body(xv) == 32.0
+    np.testing.assert_allclose(g, 2 * xv + 3)
+
+
+@pytest.mark.parametrize("body, expected", [
+    (lambda x: np.sum(x ** 2 * 1.0), [2.0, 4.0, 6.0]),
+    (lambda x: np.sum(x) / 2, [0.5, 0.5, 0.5]),
+    (lambda x: np.sum((x * x)[1:]) * 1.5, [0.0, 6.0, 9.0]),
+])
+def test_integer_inputs_of_a_traced_function_are_differentiated(body, expected):
+    g = grad_of(body, np.array([1, 2, 3]))
+    assert g.dtype == np.float64
+    np.testing.assert_allclose(g, expected)
+
+
+def test_a_float_turned_integer_carries_no_gradient():
+    g = grad_of(lambda x: np.sum(x.astype(np.int64) * 1.0) + np.sum(x), np.array([1.5, 2.5]))
+    np.testing.assert_allclose(g, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_an_integer_input_nothing_flows_into_gets_real_zeros(traced):
+    x = tg.delayed(np.arange(3))
+    y = tg.delayed(lambda x: np.sum(x > 1) * 1.0)(x) if traced else tnp.sum(tg.delayed(1.0))
+    g = tg.grad(y, x).compute()
+    assert g.dtype == np.float64
+    np.testing.assert_array_equal(g, np.zeros(3))
+
+
+# ---------------------------------------------------------------- complex values
+
+def test_complex_values_are_refused_not_differentiated_wrongly():
+    z = tg.delayed(np.array([1.0 + 2.0j]))
+    with pytest.raises(MissingRuleError, match="complex"):
+        tg.grad(tnp.sum(tnp.abs(z * z)), z).compute(scheduler="sync")
+    with pytest.raises(MissingRuleError, match="complex"):
+        grad_of(lambda z: np.sum(np.abs(z * z)), np.array([1.0 + 2.0j]))
+
+
+def test_a_complex_y_is_refused():
+    z = tg.delayed(np.array([1.0 + 2.0j]))
+    with pytest.raises(ValueError, match="real y"):
+        tg.grad(tnp.sum(z), z).compute(scheduler="sync")
+
+
+def test_check_grads_refuses_complex_arguments():
+    with pytest.raises(TypeError, match="argument 0 is complex"):
+        tg.check_grads(lambda z: tnp.sum(tnp.abs(z)), np.array([1.0 + 2.0j]))
+
+
+# ---------------------------------------------------------------- take_along_axis
+
+@pytest.mark.parametrize("x_shape, index_shape, axis", [
+    ((3,), (4,), None), ((2, 3), (5,), None), ((1, 3), (2, 2), 1), ((2, 3), (1, 4), 1),
+    ((2, 3, 1), (2, 2, 4), -2), ((3, 4), (2, 4), 0),
+])
+def test_take_along_axis_flattened_and_broadcast(x_shape, index_shape, axis):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=x_shape)
+    size = x.size if axis is None else x_shape[axis]
+    index = rng.integers(0, size, size=index_shape)
+    weights = rng.normal(size=np.take_along_axis(x, index, axis).shape)
+    tg.check_grads(lambda v: tnp.sum(tnp.take_along_axis(v, index, axis=axis) * weights), x)
+    tg.check_grads(tg.delayed(lambda v: np.sum(np.take_along_axis(v, index, axis) ** 2)), x)
+
+
+def test_take_along_axis_flattened_by_hand():
+    v = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    y = tnp.sum(tnp.take_along_axis(v, np.array([2, 2, 0]), axis=None) ** 2)
+    np.testing.assert_allclose(tg.grad(y, v).compute(), [2.0, 0.0, 12.0])
+
+
+# ---------------------------------------------------------------- keyword forms
+
+X = np.arange(1.0, 7.0).reshape(2, 3)
+
+
+@pytest.mark.parametrize("body, expected", [
+    (lambda x: np.sum(np.swapaxes(x, axis1=0, axis2=1) ** 2), 2 * X),
+    (lambda x: np.sum(np.dot(x, x.T, out=None)), np.broadcast_to(2 * X.sum(0), X.shape)),
+    (lambda x: np.sum(np.outer(x, x, out=None)), np.full(X.shape, 2 * X.sum())),
+    (lambda x: np.add.reduce(x, axis=None, where=x > 2), (X > 2) * 1.0),
+    (lambda x: np.maximum.reduce(x, axis=None, initial=0.0), (X == X.max()) * 1.0),
+])
+def test_keyword_forms_of_numpy_calls(body, expected):
+    np.testing.assert_allclose(grad_of(body, X), expected)
+
+
+def test_keyword_forms_of_tnp_calls():
+    x = tg.delayed(X)
+    y = tnp.sum(tnp.swapaxes(x, axis1=0, axis2=1) ** 2)
+    np.testing.assert_allclose(tg.grad(y, x).compute(), 2 * X)
+
+
+def test_a_traced_value_passed_by_keyword_is_a_clear_error():
+    with pytest.raises(MissingRuleError, match=r"by keyword \(arrays=\).*pass it by position"):
+        grad_of(lambda x: np.sum(np.concatenate(arrays=[x, x])), X)
+
+
+def test_out_with_a_traced_value_is_a_clear_error():
+    buffer = np.empty((2, 2))
+    with pytest.raises(MissingRuleError, match="out="):
+        grad_of(lambda x: np.sum(np.dot(x, x.T, out=buffer)), X)
+
+
+# ---------------------------------------------------------------- containers as wrt
+
+@pytest.mark.parametrize("container", [tuple, list])
+def test_an_unused_container_wrt_gets_zeros_of_its_items(container):
+    W, b = np.ones((2, 2)), np.ones(2)
+    params = tg.delayed(container([W, b]))
+    g = tg.grad(tnp.sum(tg.delayed(W)), params).compute()
+    assert type(g) is container and len(g) == 2
+    np.testing.assert_array_equal(g[0], np.zeros((2, 2)))
+    np.testing.assert_array_equal(g[1], np.zeros(2))
+
+
+def test_items_of_a_container_that_y_does_not_read_get_zeros():
+    W, b = np.ones((2, 2)), np.ones(2)
+    params = tg.delayed((W, b))
+    g = tg.grad(tg.delayed(lambda p: np.sum(p[0]))(params), params).compute()
+    np.testing.assert_array_equal(g[0], np.ones((2, 2)))
+    np.testing.assert_array_equal(g[1], np.zeros(2))
+
+
+def test_check_grads_takes_a_list_of_numbers():
+    tg.check_grads(lambda x: tnp.sum(tnp.sin(x)), [0.1, 0.2])
+    with pytest.raises(TypeError, match="not an array of numbers"):
+        tg.check_grads(lambda x: x, ["a", "b"])
+
+
+# ---------------------------------------------------------------- composites
+
+@pytest.mark.parametrize("body", [
+    lambda v: np.nansum(v.astype(np.float32), dtype=np.float64),
+    lambda v: np.sum(np.hstack([v, v], dtype=np.float32)),
+    lambda v: np.sum(np.vstack([v, v], dtype=np.float32)),
+])
+def test_composites_keep_numpys_dtype_when_differentiated(body):
+    xv = np.linspace(0.1, 1.0, 7)
+    x = tg.delayed(xv)
+    y = tg.delayed(body)(x)
+    value, g = tg.compute(y, tg.grad(y, x), scheduler="sync")
+    assert np.result_type(value) == np.result_type(body(xv))
+    assert g.dtype == np.float64
+
+
+def test_norm_over_a_one_axis_tuple_is_a_vector_norm():
+    x = np.array([[3.0, -4.0], [1.0, 2.0]])
+    tg.check_grads(tg.delayed(lambda v: np.sum(np.linalg.norm(v, ord=1, axis=(1,)))), x)
+    tg.check_grads(tg.delayed(lambda v: np.sum(np.linalg.norm(v, ord=np.inf, axis=(0,)))), x)
