@@ -29,3 +29,22 @@ class RangeError(Exception):
 @tg.delayed
 def fail_with_range(x):
     raise RangeError(x, x + 1)
+
+
+@tg.delayed
+def slow(x, seconds=0.3):
+    import time
+
+    time.sleep(seconds)
+    return x
+
+
+@tg.delayed
+def compute_inside(x, scheduler):
+    """A task that computes a graph of its own."""
+    return (tg.delayed(x) + 1).compute(scheduler=scheduler, num_workers=1)
+
+
+@tg.delayed(nout=2)
+def pair(x):
+    return x, x + 1

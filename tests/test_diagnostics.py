@@ -74,7 +74,7 @@ def test_progress_bar_shows_a_failure_and_closes():
     with pytest.raises(RuntimeError, match="boom"), bar:
         total([inc(1), boom(2)]).compute(scheduler="sync")
     assert "failed" in out.getvalue()
-    assert bar.bar is None
+    assert bar._bars == []  # closed and forgotten
 
 
 def test_progress_bar_minimum_hides_quick_runs():

@@ -13,6 +13,10 @@ thread took or finished the task:
   leaves that only hold a value are not tasks that run, and are not reported;
 - ``finish(graph, errored)`` at the end, also after a failure.
 
+Callbacks active as contexts watch every run started outside tasks, several at
+once when several threads compute; a compute that a task starts itself is part
+of that task's work and is not reported to them.
+
 Subclass and override the methods, or pass functions to the constructor.
 """
 
@@ -85,5 +89,24 @@ class Callback:
 
 
 def active_callbacks():
-    """The callbacks currently active as context managers, oldest first."""
+    """The callbacks currently active as context managers, oldest first.
+
+    None for a compute called from inside a task of a run: its work is part of
+    that task's, which the callbacks already watch.
+    """
+    if getattr(_in_run, "depth", 0):
+        return ()
     return tuple(_active)
+
+
+_in_run = threading.local()
+
+
+class running_tasks:
+    """Marks that this thread runs tasks of a run (for :func:`active_callbacks`)."""
+
+    def __enter__(self):
+        _in_run.depth = getattr(_in_run, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _in_run.depth -= 1

@@ -357,11 +357,13 @@ class Delayed:
     def __dask_optimize__(dsk, keys, **kwargs):
         return dsk
 
-    @staticmethod
-    def __dask_scheduler__(dsk, keys, **kwargs):
+    @property
+    def __dask_scheduler__(self):
+        """dask's threaded scheduler itself (dask imported on first use): ``dask.compute``
+        runs collections together only if they name the same default scheduler."""
         from dask.threaded import get
 
-        return get(dsk, keys, **kwargs)
+        return get
 
 
 def apply(func, *args, **kwargs):

@@ -53,7 +53,8 @@ class ProgressBar(Callback):
 
     ``out``: the stream to write to (default: ``sys.stderr``, or a widget in
     Jupyter); ``minimum``: seconds a run must last before the bar appears;
-    ``desc`` and other keywords go to ``tqdm``.
+    ``desc`` and other keywords go to ``tqdm``.  Runs in several threads at
+    once get a bar each.
     """
 
     def __init__(self, minimum=0.0, out=None, desc="compute", **tqdm_kwargs):
@@ -62,7 +63,7 @@ class ProgressBar(Callback):
         self.out = out
         self.desc = desc
         self.tqdm_kwargs = tqdm_kwargs
-        self.bar = None
+        self._bars = []  # (graph, bar) of each run in progress
 
     def start(self, graph):
         tqdm = _tqdm_class(self.out)
@@ -72,16 +73,25 @@ class ProgressBar(Callback):
             kwargs["file"] = self.out
         elif tqdm.__module__ == "tqdm.std":
             kwargs["file"] = sys.stderr
-        self.bar = tqdm(**kwargs)
+        self._bars.append((graph, tqdm(**kwargs)))
 
     def posttask(self, info):
-        self.bar.update(1)
+        _run_of(self._bars, info.key)[1].update(1)
 
     def finish(self, graph, errored):
+        entry = next(e for e in self._bars if e[0] is graph)
+        self._bars.remove(entry)
         if errored:
-            self.bar.set_postfix_str("failed")
-        self.bar.close()
-        self.bar = None
+            entry[1].set_postfix_str("failed")
+        entry[1].close()
+
+
+def _run_of(runs, key):
+    """The entry of ``runs`` (``(graph, state)`` pairs, in progress) whose graph has ``key``."""
+    for run in reversed(runs):
+        if key in run[0]:
+            return run
+    raise KeyError(key)
 
 
 class TaskRecord(NamedTuple):
@@ -106,7 +116,7 @@ class Profiler(Callback):
     def __init__(self):
         super().__init__()
         self.results = []
-        self._graph = {}
+        self._runs = []  # (graph, None) of each run in progress
 
     def __enter__(self):
         self.clear()
@@ -116,15 +126,15 @@ class Profiler(Callback):
         self.results = []
 
     def start(self, graph):
-        self._graph = graph
+        self._runs.append((graph, None))
 
     def posttask(self, info):
-        task = self._graph[info.key]
+        task = _run_of(self._runs, info.key)[0][info.key]
         self.results.append(TaskRecord(info.key, task_label(task), task.role,
                                        info.start, info.end, info.worker))
 
     def finish(self, graph, errored):
-        self._graph = {}
+        self._runs.remove(next(e for e in self._runs if e[0] is graph))
 
     def timings(self):
         """Seconds each task took, by key."""

@@ -12,6 +12,7 @@ loads only with ``allow_pickle=True`` too.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import json
 import math
@@ -25,7 +26,7 @@ import numpy as np
 from .autodiff.backward_tasks import TapeSpec
 from .autodiff.rules import _RULES, has_rules, rule_for
 from .checkpoint import Segment
-from .delayed import DelayedFunction, delayeds_in, unpack_delayed
+from .delayed import DataclassOf, Delayed, DelayedFunction, delayeds_in, unpack_delayed
 from .graph import (CycleError, Literal, MissingDependencyError, Pack, Ref, Task, materialize,
                     postorder)
 from .placeholder import Placeholder, _check_shape
@@ -145,6 +146,9 @@ class _Writer:
             kind = v.kind
             items = [[self.value(k), self.value(x)] for k, x in v.items] if kind is dict \
                 else [self.value(x) for x in v.items]
+            if type(kind) is DataclassOf:
+                kind = {"$dataclass": [self.function(kind.cls), list(kind.names)]}
+                return {"$pack": [kind, items]}
             return {"$pack": [_KIND_NAMES.get(kind) or self.function(kind), items]}
         if cls in _KIND_NAMES:
             if cls is dict:
@@ -152,6 +156,10 @@ class _Writer:
             return {"$" + _KIND_NAMES[cls]: [self.value(x) for x in v]}
         if isinstance(v, tuple) and hasattr(v, "_fields"):
             return {"$namedtuple": [self.function(cls), [self.value(x) for x in v]]}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            fields = [[f.name, self.value(getattr(v, f.name))]
+                      for f in dataclasses.fields(v) if f.init]
+            return {"$dataclass": [self.function(cls), fields]}
         if cls is complex:
             return {"$complex": [self.value(v.real), self.value(v.imag)]}
         if cls is bytes:
@@ -252,7 +260,8 @@ def save(obj, path, *, allow_pickle=False):
             raise TypeError(f"tg.save needs a compiled graph or Delayed outputs, got {obj!r}")
         keys = list(found)
         graph = {k: t for d in found.values() for k, t in d.graph.items()}
-        meta = {"kind": "delayed"}
+        meta = {"kind": "delayed",  # the nout= of outputs, so that they unpack again
+                "lengths": [[k, d._length] for k, d in found.items() if d._length is not None]}
     writer = _Writer(allow_pickle)
     order = postorder(graph, keys)
     tasks = [_encode_task(writer, graph[key]) for key in order]
@@ -336,11 +345,30 @@ class _Reader:
         self.fail(f"bad function entry {enc!r}")
 
     def namedtuple(self, enc):
-        """A namedtuple class: the only thing a file may make us call while loading."""
+        """A namedtuple class: with dataclasses, the only things a file may make us call
+        while loading."""
         cls = self.function(enc)
         if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
             self.fail(f"{enc!r} is not a namedtuple class")
         return cls
+
+    def dataclass(self, enc):
+        cls = self.function(enc)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            self.fail(f"{enc!r} is not a dataclass")
+        return cls
+
+    def container_kind(self, enc):
+        """The kind of a ``$pack``: a container's name, a namedtuple class or a dataclass."""
+        if isinstance(enc, str):
+            kind = _KINDS.get(enc)
+            if kind is None:
+                self.fail(f"bad container kind {enc!r}")
+            return kind
+        if isinstance(enc, dict) and "$dataclass" in enc:
+            cls_enc, names = enc["$dataclass"]
+            return DataclassOf(self.dataclass(cls_enc), tuple(names))
+        return self.namedtuple(enc)
 
     def unpickle(self, name):
         if not self.allow_pickle:
@@ -359,9 +387,7 @@ class _Reader:
         if tag == "$ref":
             return Ref(self.value(body))
         if tag == "$pack":
-            kind = _KINDS.get(body[0]) if isinstance(body[0], str) else self.namedtuple(body[0])
-            if kind is None:
-                self.fail(f"bad container kind {body[0]!r}")
+            kind = self.container_kind(body[0])
             if kind is dict:
                 return Pack(dict, tuple((self.value(k), self.value(x)) for k, x in body[1]))
             return Pack(kind, tuple(self.value(x) for x in body[1]))
@@ -372,6 +398,8 @@ class _Reader:
             return kind(self.value(x) for x in body)
         if tag == "$namedtuple":
             return self.namedtuple(body[0])(*(self.value(x) for x in body[1]))
+        if tag == "$dataclass":
+            return self.dataclass(body[0])(**{name: self.value(x) for name, x in body[1]})
         if tag == "$float":
             if body not in ("nan", "inf", "-inf"):
                 self.fail(f"bad float {body!r}")
@@ -492,10 +520,18 @@ def load(path, *, allow_pickle=False, scheduler=None):
         order = postorder(graph, list(graph))
     except (CycleError, MissingDependencyError) as exc:
         raise FileFormatError(f"{path}: corrupted taskgrad graph file ({exc})") from None
+    delayeds = delayeds_in(graph, order)
     try:
-        outputs = materialize(template, delayeds_in(graph, order))
+        for key, length in header.get("lengths", ()):
+            if type(length) is not int or length < 0:
+                raise ValueError(f"bad length {length!r}")
+            d = delayeds[key]
+            delayeds[key] = Delayed(key, d._task, d._dependencies, length)
+        outputs = materialize(template, delayeds)
     except KeyError as exc:
         raise FileFormatError(f"{path}: an output refers to a missing task {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: corrupted output lengths ({exc})") from None
     if header["kind"] == "delayed":
         return outputs
     from .static import compile

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .delayed import collect_graph, unpack_delayed
+from .delayed import Delayed, collect_graph, unpack_delayed
 from .gcpause import gc_paused
 from .graph import Literal, materialize
 from .optimize import CLUSTER_COMPILE_PASSES, COMPILE_PASSES, optimize as optimize_graph_
@@ -79,6 +79,12 @@ class Compiled:
                 problems.append(f"unknown feed name(s) {unknown}")
             raise PlaceholderError("; ".join(problems) +
                                    f"; this graph's placeholders are {list(self.placeholders)}")
+        for name, value in named.items():
+            if isinstance(value, Delayed):
+                raise PlaceholderError(
+                    f"placeholder {name!r} was fed a Delayed ({value.key!r}), which has no value "
+                    "yet: feed its computed value, or build the graph with it in place of the "
+                    "placeholder")
         for name, placeholder in self._declared:
             placeholder.check(named[name])
         values = self._run(named, callbacks)

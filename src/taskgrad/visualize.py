@@ -21,7 +21,7 @@ from pathlib import Path
 
 import graphviz
 
-from .delayed import collect_graph, funcname, unpack_delayed
+from .delayed import Delayed, collect_graph, funcname, unpack_delayed
 from .graph import Literal, Task, postorder
 
 __all__ = ["visualize", "repr_mimebundle", "build_graph", "GraphvizNotFoundError"]
@@ -86,8 +86,12 @@ def task_label(task):
 
 def value_summary(value):
     """A short description of a leaf's value: numbers in full, arrays by dtype and shape."""
+    if isinstance(value, Delayed):  # (its attributes are Delayeds too)
+        return "Delayed"
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
+    if type(shape) is not tuple:  # not an array's shape
+        shape = None
     if shape is not None and dtype is not None and shape != ():
         return f"{dtype}[{', '.join(map(str, shape))}]"
     if isinstance(value, (bool, int, float, complex, str, bytes)) or shape == ():

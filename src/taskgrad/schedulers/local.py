@@ -22,7 +22,7 @@ import time
 from queue import SimpleQueue
 from heapq import heapify, heappop, heappush
 
-from ..callbacks import active_callbacks
+from ..callbacks import active_callbacks, running_tasks
 from ..gcpause import gc_paused
 from ..graph import count_readers, execute, postorder
 from .plan import Plan
@@ -84,27 +84,28 @@ def run_sync(graph, keys, callbacks=()):
         cb._start(graph)
     errored = True
     try:
-        for key in order:
-            task = graph[key]
-            watched = callbacks and task.func is not None
-            if watched:
-                for cb in callbacks:
-                    cb._pretask(key)
-                start = time.time()
-            try:
-                results[key] = execute(task, results)
-            except BaseException as exc:
-                raise add_task_note(exc, key)
-            if watched:
-                info = (key, start, time.time(), 0)
-                for cb in callbacks:
-                    cb._posttask(info)
-            for dep in task.dependencies:
-                left = remaining[dep] - 1
-                if left or dep in wanted:
-                    remaining[dep] = left
-                else:
-                    del results[dep]
+        with running_tasks():
+            for key in order:
+                task = graph[key]
+                watched = callbacks and task.func is not None
+                if watched:
+                    for cb in callbacks:
+                        cb._pretask(key)
+                    start = time.time()
+                try:
+                    results[key] = execute(task, results)
+                except BaseException as exc:
+                    raise add_task_note(exc, key)
+                if watched:
+                    info = (key, start, time.time(), 0)
+                    for cb in callbacks:
+                        cb._posttask(info)
+                for dep in task.dependencies:
+                    left = remaining[dep] - 1
+                    if left or dep in wanted:
+                        remaining[dep] = left
+                    else:
+                        del results[dep]
         errored = False
     finally:
         for cb in callbacks:
@@ -125,7 +126,7 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
     for cb in callbacks:
         cb._start(graph)
     errored = True
-    executor.start(run.results)
+    executor.start(run)
     try:
         run.work(0)  # the calling thread is worker 0
         if run.failure is not None:
@@ -197,12 +198,25 @@ class SharedRun:
         self.helpers = []
 
     def work(self, worker):
-        """Take, run and finish batches until the graph is done or has failed."""
+        """Take, run and finish batches until the graph is done or has failed.
+
+        Anything raised here (by a task, or by a callback's hook) fails the run and
+        wakes the other workers: a helper thread never dies leaving the run waiting.
+        """
+        try:
+            with running_tasks():
+                self._work(worker)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self.fail(exc.exc if isinstance(exc, TaskFailed) else exc, getattr(exc, "key", None))
+
+    def _work(self, worker):
         plan, cond, executor = self.plan, self.cond, self.executor
         timed = bool(self.callbacks)
         batch = None
         while True:
             with cond:
+                if self.failure is not None:  # (a batch cut short by it is not finished)
+                    return
                 if batch is not None:
                     self._finish(batch, outputs, timings, worker_id)
                 while not self.ready and self.remaining and self.failure is None:
@@ -210,14 +224,9 @@ class SharedRun:
                 if self.failure is not None or not self.remaining:
                     return
                 batch = self._take()
-            try:
-                outputs, timings, worker_id = executor.run(
-                    worker, [plan.units[u] for u in batch],
-                    [plan.unit_inputs[u] for u in batch], timed)
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-                self.fail(exc.exc if isinstance(exc, TaskFailed) else exc,
-                          getattr(exc, "key", None))
-                return
+            outputs, timings, worker_id = executor.run(
+                worker, [plan.units[u] for u in batch], [plan.unit_inputs[u] for u in batch],
+                timed)
 
     def fail(self, exc, key=None):
         """Record the first failure and wake every worker so that they stop."""

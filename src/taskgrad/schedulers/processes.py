@@ -7,18 +7,21 @@ closures travel because cloudpickle serialises them by value.
 The pool (``spawn`` start method, as dask uses: forking a process that holds
 threads can deadlock) is kept between runs, since starting processes costs far
 more than a run of small tasks.  On any failure (a task raised, a worker
-died, Ctrl-C) the pool's processes are terminated and it is discarded, so
-nothing is left running and the next run starts clean.  Workers ignore SIGINT:
-the parent alone decides what Ctrl-C cancels.
+died, Ctrl-C) the pool is discarded, so the next run starts clean, and its
+processes are terminated as soon as no other run (in another thread) is using
+it, so nothing is left running and no other run loses its work.  Workers ignore
+SIGINT: the parent alone decides what Ctrl-C cancels.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,7 +30,10 @@ import cloudpickle
 
 from .local import TaskFailed, add_task_note, default_num_workers, run_unit
 
-_pools = {}
+_pools = {}  # num_workers -> the pool new runs use
+_users = {}  # pool -> how many runs are using it
+_doomed = set()  # pools discarded after a failure, terminated once their last run stops
+_pools_lock = threading.Lock()
 
 
 class WorkerDiedError(RuntimeError):
@@ -45,20 +51,50 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-def _ignore_sigint():
+def _start_worker():
+    """In each worker process: ignore Ctrl-C, and shut down the pools a task of this worker
+    made (a task that computes on "processes" itself) before the worker exits, which
+    would otherwise wait for their processes forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    multiprocessing.util.Finalize(None, _shut_down_pools, exitpriority=100)
+
+
+def _shut_down_pools():
+    for pool in list(_pools.values()):
+        pool.shutdown(wait=True)
 
 
 def _get_pool(num_workers):
-    pool = _pools.get(num_workers)
-    if pool is None or getattr(pool, "_broken", False):
-        pool = ProcessPoolExecutor(
-            max_workers=num_workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_sigint,
-        )
-        _pools[num_workers] = pool
-    return pool
+    """The pool for ``num_workers``, counted as used by one more run until ``_release_pool``."""
+    with _pools_lock:
+        pool = _pools.get(num_workers)
+        if pool is None or getattr(pool, "_broken", False):
+            pool = ProcessPoolExecutor(
+                max_workers=num_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+            )
+            _pools[num_workers] = pool
+        _users[pool] = _users.get(pool, 0) + 1
+        return pool
+
+
+def _release_pool(pool, num_workers, errored):
+    """One run stops using ``pool``; after a failure the pool is discarded, and terminated
+    once no run uses it."""
+    with _pools_lock:
+        _users[pool] -= 1
+        if errored:
+            if _pools.get(num_workers) is pool:
+                del _pools[num_workers]
+            _doomed.add(pool)
+        if _users[pool]:
+            return
+        del _users[pool]
+        if pool not in _doomed:
+            return
+        _doomed.discard(pool)
+    _terminate(pool)
 
 
 def _processes(pool):
@@ -69,11 +105,8 @@ def _exit_codes(procs):
     return sorted({p.exitcode for p in procs if p.exitcode not in (None, 0)})
 
 
-def _discard_pool(num_workers):
-    """Terminate the pool's processes and forget it: no orphans, no hang."""
-    pool = _pools.pop(num_workers, None)
-    if pool is None:
-        return
+def _terminate(pool):
+    """Terminate the pool's processes: no orphans, no hang."""
     procs = _processes(pool)
     for p in procs:
         if p.is_alive():
@@ -186,8 +219,8 @@ class ProcessExecutor:
     def __init__(self, num_workers=None):
         self.num_workers = num_workers or default_num_workers()
 
-    def start(self, results):
-        self.results = results
+    def start(self, run):
+        self.results = run.results
         self.pool = _get_pool(self.num_workers)
         self.procs = _processes(self.pool)
 
@@ -215,5 +248,4 @@ class ProcessExecutor:
         return pickle.loads(body), timings, pid
 
     def stop(self, errored):
-        if errored:
-            _discard_pool(self.num_workers)
+        _release_pool(self.pool, self.num_workers, errored)

@@ -17,14 +17,21 @@ class ThreadExecutor:
     def __init__(self, num_workers=None):
         self.num_workers = num_workers or default_num_workers()
 
-    def start(self, results):
-        self.results = results
+    def start(self, run):
+        self.shared = run
+        self.results = run.results
 
     def run(self, worker, units, inputs, timed):
-        """Run ``units`` (lists of tasks) in this thread; return (outputs, timings, worker)."""
+        """Run ``units`` (lists of tasks) in this thread; return (outputs, timings, worker).
+
+        Stops between units once the run has failed: no new task starts after a failure.
+        """
         timings = [] if timed else None
+        shared, results = self.shared, self.results
         for unit in units:
-            run_unit(unit, self.results, timings)
+            if shared.failure is not None:
+                break
+            run_unit(unit, results, timings)
         return None, timings, worker
 
     def stop(self, errored):
