@@ -217,3 +217,13 @@ def test_norm_over_a_one_axis_tuple_is_a_vector_norm():
     x = np.array([[3.0, -4.0], [1.0, 2.0]])
     tg.check_grads(tg.delayed(lambda v: np.sum(np.linalg.norm(v, ord=1, axis=(1,)))), x)
     tg.check_grads(tg.delayed(lambda v: np.sum(np.linalg.norm(v, ord=np.inf, axis=(0,)))), x)
+
+
+def test_zero_cotangents_of_mixed_containers():
+    from taskgrad.autodiff.trace import zeros_like_value
+
+    zeros = zeros_like_value((np.ones(2, np.float32), None, "name", 3, {"k": [2.5]}))
+    assert zeros[0].dtype == np.float32 and zeros[0].shape == (2,)
+    assert zeros[1] is None and zeros[2] is None
+    assert zeros[3].dtype == np.float64 and zeros[3] == 0
+    assert zeros[4]["k"][0] == 0

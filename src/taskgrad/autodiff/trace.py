@@ -627,6 +627,8 @@ def zeros_like_value(value):
     Recurses on the nesting of user containers only.
     """
     base = _base(value)  # (traced, at higher order: the zeros are constants)
+    if base is None:
+        return None
     if isinstance(base, dict):
         return {k: zeros_like_value(v) for k, v in base.items()}
     if isinstance(base, _SEQUENCES):
