@@ -227,3 +227,100 @@ def test_zero_cotangents_of_mixed_containers():
     assert zeros[1] is None and zeros[2] is None
     assert zeros[3].dtype == np.float64 and zeros[3] == 0
     assert zeros[4]["k"][0] == 0
+
+
+# ---------------------------------------------------------------- found by a second round
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_traced_function_indexing_nested_containers(scheduler):
+    params = tg.delayed({"l1": {"W": np.array([1.0, 2.0])}, "l2": {"b": 1.0}, "n": 3})
+    loss = tg.delayed(lambda P: np.sum(P["l1"]["W"] ** 2) * P["n"] + P["l2"]["b"] * 2.0)(params)
+    g = tg.grad(loss, params).compute(scheduler=scheduler)
+    np.testing.assert_allclose(g["l1"]["W"], [6.0, 12.0])
+    assert g["l2"]["b"] == 2.0 and g["n"] == 5.0
+    assert list(g) == ["l1", "l2", "n"]
+
+
+def test_a_traced_list_of_pairs_gets_a_list_gradient():
+    layers = tg.delayed([(np.array([1.0, 2.0]), 1.0), (np.array([2.0, 4.0]), 1.0)])
+    loss = tg.delayed(lambda L: sum(np.sum(W ** 2) + b for W, b in L))(layers)
+    g = tg.grad(loss, layers).compute()
+    assert type(g) is list
+    np.testing.assert_allclose(g[0][0], [2.0, 4.0])
+    np.testing.assert_allclose(g[1][0], [4.0, 8.0])
+    assert g[0][1] == g[1][1] == 1.0
+
+
+@pytest.mark.parametrize("body", [
+    lambda a: np.sum(a.astype(np.float64) * 0.5),
+    lambda a: a.sum(dtype=np.float64) * 0.5,
+])
+def test_an_integer_input_cast_to_float_gets_its_gradient(body):
+    g = grad_of(body, np.array([1, 2, 3]))
+    assert g.dtype == np.float64
+    np.testing.assert_allclose(g, [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(grad_of(lambda a: np.sum(a.astype(np.float64)) * 200.0,
+                                       np.array([1], np.int8)), [200.0])
+
+
+def test_an_integer_y_or_cotangent_makes_a_real_backward_pass():
+    x = tg.delayed(np.array([1, 2, 3, 2]))
+    np.testing.assert_allclose(tg.grad(tnp.sum(tnp.maximum(x, 2)), x).compute(),
+                               [0.0, 0.5, 1.0, 0.5])
+    u = tg.delayed(np.array([1, 2], np.uint8))
+    np.testing.assert_allclose(tg.grad(tnp.sum(10 - u), u).compute(), [-1.0, -1.0])
+    xf = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(tg.vjp(tnp.maximum(xf, 2.0), xf, np.array([1, 1, 1])).compute(),
+                               [0.0, 0.5, 1.0])
+
+
+def test_a_float64_cotangent_keeps_a_float32_gradient_float32():
+    x = tg.delayed(np.ones((2, 3), np.float32))
+    for y in (tnp.reshape(x, (3, 2)), tnp.transpose(x)):
+        assert tg.vjp(y, x, np.ones((3, 2))).compute().dtype == np.float32
+
+
+def test_vjp_cotangents_of_tuple_and_dict_values_are_checked_item_by_item():
+    x = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    pair = tg.delayed(lambda a: (a * 2.0, np.sum(a)))(x)
+    np.testing.assert_allclose(tg.vjp(pair, x, (np.ones(3), 1.0)).compute(), [3.0, 3.0, 3.0])
+    both = tg.delayed(lambda a: {"a": a * 2.0, "b": np.sum(a)})(x)
+    with pytest.raises(ValueError, match=r"\['a'\] has shape \(3,\)"):
+        tg.vjp(both, x, {"a": np.ones((2, 3)), "b": 1.0}).compute()
+    np.testing.assert_allclose(tg.vjp(both, x, {"b": 1.0}).compute(), [1.0, 1.0, 1.0])
+
+
+def test_indices_computed_from_the_differentiated_value():
+    x0 = np.array([3.0, -1.0, 7.0, 2.0])
+    x = tg.delayed(x0)
+    np.testing.assert_allclose(tg.grad(x[x.argmax()] * 2.0, x).compute(), [0, 0, 2, 0])
+    np.testing.assert_allclose(
+        tg.grad(tnp.sum(x[x.astype(int) % 4] ** 2), x).compute(), [0, 0, 14, 12])
+
+    @tg.delayed
+    def nll(z, labels):
+        return -np.mean(z[np.arange(len(labels)), labels])
+
+    z = tg.delayed(lambda x: np.stack([x, -x]))(x)
+    labels = tg.delayed(lambda z: np.argmax(z, axis=1))(z)
+    np.testing.assert_allclose(tg.grad(nll(z, labels), x).compute(),
+                               tg.grad(nll(z, np.argmax(np.stack([x0, -x0]), 1)), x).compute())
+
+
+def test_two_gradients_through_a_checkpoint_with_cse():
+    x0 = np.array([0.5, 1.0, -0.3])
+    block = tg.checkpoint(lambda a: np.sum(np.sin(a) ** 2))
+    x = tg.delayed(x0, name="x")
+    y = block(x) + tnp.sum(x)
+    for ga, gb in [tg.compute(tg.grad(y, x), tg.grad(y, x), optimize_graph=["cse"]),
+                   tg.compile([tg.grad(y, x), tg.grad(y, x)])()]:
+        np.testing.assert_allclose(ga, np.sin(2 * x0) + 1)
+        np.testing.assert_allclose(gb, np.sin(2 * x0) + 1)
+
+
+@pytest.mark.parametrize("reduce", [tnp.max, tnp.min])
+def test_the_nan_of_a_max_or_min_gets_the_gradient(reduce):
+    x = tg.delayed(np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]]))
+    g = tg.grad(tnp.sum(reduce(x, axis=1)), x).compute()
+    np.testing.assert_array_equal(g[0], [0.0, 1.0, 0.0])
+    assert g[1].sum() == 1.0

@@ -49,8 +49,14 @@ class Cotangents:
         self.items = list(items)
 
     def take(self, pos):
-        value, self.items[pos] = self.items[pos], None
+        value, self.items[pos] = self.items[pos], _TAKEN
+        if value is _TAKEN:  # two readers of one cotangent: never answer the second with zero
+            raise RuntimeError(f"taskgrad: the cotangent of input {pos} of a checkpointed block "
+                               "was read twice (please report this)")
         return value
+
+
+_TAKEN = object()
 
 
 def _take(pos, g):

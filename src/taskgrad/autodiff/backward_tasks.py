@@ -15,7 +15,7 @@ import numpy as np
 from ..graph import run_early
 from .rules import defvjp, defvjp_argnum, nondifferentiable
 from .shape_dtype import shape_dtype, shape_of
-from .trace import add_cotangents, backprop, trace_call, zeros_like_value
+from .trace import add_cotangents, astype, backprop, trace_call, zeros_like_value
 
 __all__ = ["rule_vjp", "TapeSpec", "trace_forward", "tape_vjp", "tape_value", "retrace_vjp",
            "sum_cotangents", "ones_for", "checked_cotangent", "zeros_for", "describe"]
@@ -102,23 +102,53 @@ def ones_for(y, key):
         raise ValueError(f"tg.grad needs a real y, but the value of {key!r} is complex; "
                          "taskgrad differentiates real values only")
     if type(y) is np.ndarray or isinstance(y, np.generic):
-        return np.ones((), y.dtype)  # what ones_like gives, without its dispatch
-    return np.ones_like(y)
+        return np.ones((), _real_dtype(y.dtype))  # what ones_like gives, without its dispatch
+    return np.ones_like(y, dtype=_real_dtype(np.result_type(y)))
 
 
-def checked_cotangent(y, cotangent, key):
-    """The cotangent given to ``tg.vjp``, checked against the value of ``y``: a cotangent
-    of another shape would broadcast through the rules into gradients of wrong shapes."""
+def _real_dtype(dtype):
+    """The dtype of a cotangent for a value of ``dtype``: its own if float, else float64
+    (an integer y's derivative is real: integer cotangents would round the backward pass)."""
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def checked_cotangent(y, cotangent, key, where=""):
+    """The cotangent given to ``tg.vjp``, checked against the value of ``y`` and cast to
+    its float dtype: a cotangent of another shape would broadcast through the rules into
+    gradients of wrong shapes.  A tuple, list or dict ``y`` takes one of the same structure
+    (None for zero items).  Recurses on the nesting of ``y``'s containers only."""
+    if cotangent is None and where:
+        return None
+    if isinstance(y, dict) or isinstance(cotangent, dict):
+        if not (isinstance(y, dict) and isinstance(cotangent, dict)
+                and cotangent.keys() <= y.keys()):
+            raise ValueError(f"tg.vjp: the value of {key!r}{where} is a "
+                             f"{type(y).__name__}; the cotangent must be a dict of its keys")
+        return {k: checked_cotangent(y[k], c, key, f"{where}[{k!r}]") for k, c in cotangent.items()}
+    if isinstance(y, (list, tuple)) and isinstance(cotangent, (list, tuple)) and not (
+            _all_numbers(y) and _all_numbers(cotangent)):  # several values: item by item
+        if len(cotangent) != len(y):
+            raise ValueError(f"tg.vjp: the value of {key!r}{where} has {len(y)} items, but "
+                             f"the cotangent has {len(cotangent)}")
+        items = [checked_cotangent(yi, ci, key, f"{where}[{i}]")
+                 for i, (yi, ci) in enumerate(zip(y, cotangent))]
+        return items if type(cotangent) is list else tuple(items)
     if isinstance(cotangent, (list, tuple)):  # the rules compute with arrays
         cotangent = np.asarray(cotangent)
     y_shape, c_shape = shape_of(y), shape_of(cotangent)
     if c_shape != y_shape:
-        raise ValueError(f"tg.vjp: the cotangent has shape {c_shape}, but the value of {key!r} "
-                         f"has shape {y_shape}; the cotangent must have the shape of y")
+        raise ValueError(f"tg.vjp: the cotangent has shape {c_shape}, but the value of "
+                         f"{key!r}{where} has shape {y_shape}; the cotangent must have the "
+                         "shape of y")
     if np.iscomplexobj(cotangent) and not np.iscomplexobj(y):
-        raise ValueError(f"tg.vjp: the cotangent is complex, but the value of {key!r} is real; "
-                         f"take the vjp of the real and the imaginary part separately")
-    return cotangent
+        raise ValueError(f"tg.vjp: the cotangent is complex, but the value of {key!r}{where} "
+                         "is real; take the vjp of the real and the imaginary part separately")
+    dtype = _real_dtype(np.result_type(y))
+    return cotangent if np.result_type(cotangent) == dtype else astype(cotangent, dtype)
+
+
+def _all_numbers(items):
+    return all(isinstance(i, (int, float, np.number)) for i in items)
 
 
 def zeros_for(x):
@@ -127,5 +157,5 @@ def zeros_for(x):
 
 
 defvjp_argnum(sum_cotangents, lambda pos: lambda ans, *gs: lambda g: g)
-defvjp(checked_cotangent, None, lambda ans, y, cotangent, key: lambda g: g)
+defvjp(checked_cotangent, None, lambda ans, y, cotangent, key, where="": lambda g: g)
 nondifferentiable(ones_for, zeros_for, describe)

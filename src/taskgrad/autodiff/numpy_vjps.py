@@ -93,6 +93,13 @@ def unbroadcast(x, g):
     return g
 
 
+def _cast_back(g, x):
+    """The cotangent of ``x.astype(...)``: in ``x``'s dtype if it is a float, else as it is
+    (an integer input's gradient is real)."""
+    dtype = _dtype_of(x)
+    return astype(g, dtype) if dtype.kind in "fc" else g
+
+
 def _reshape_back(x, order):
     """The rule of a reshape: ``g`` back to the shape of ``x``, read in the same ``order``."""
     if order in ("C", None):
@@ -163,11 +170,15 @@ def _reduction_count(x, axis):
 def _chooser(ans, x, axis=None, out=None, keepdims=False, initial=None, where=None):
     """Rule of max/min: the gradient goes to the chosen entries, split among ties."""
     def vjp(g):
-        chosen = x == _keepdims(ans, x, axis, keepdims)
+        kept = _keepdims(ans, x, axis, keepdims)
+        chosen = x == kept
         if where is not None:  # masked-out entries are never chosen
             chosen = chosen & where
-        share = _keepdims(g, x, axis, keepdims) * chosen
         count = _sum(chosen, axis, keepdims=True)
+        if count.min() == 0:  # (also where ``initial`` won) a NaN result: the NaNs chose it
+            chosen = chosen | (np.isnan(x) & np.isnan(kept))
+            count = _sum(chosen, axis, keepdims=True)
+        share = _keepdims(g, x, axis, keepdims) * chosen
         if count.max() > 1:  # (a slice where ``initial`` won chose no entry: count 0)
             share = share / astype(np.maximum(count, 1), _dtype_of(share))
         return unbroadcast(x, share)
@@ -194,8 +205,9 @@ def _getitem_rule(ans, x, index):
             raise TypeError(f"cannot differentiate indexing a {type(items).__name__} with "
                             f"{index!r}")
         n = len(items)
-        return lambda g: tuple(g if j == index % n else zeros_like_value(item)
-                               for j, item in enumerate(items))
+        kind = list if type(items) is list else tuple  # (a namedtuple's: a tuple)
+        return lambda g: kind(g if j == index % n else zeros_like_value(item)
+                              for j, item in enumerate(items))
     if isinstance(items, dict):  # a task's dict value: the cotangent is a dict of its items'
         return lambda g: {k: g if k == index else zeros_like_value(v) for k, v in items.items()}
     return lambda g: untake(g, index, x)
@@ -632,18 +644,19 @@ defvjp_argnum(np.einsum, _einsum_vjp_maker)
 defvjp(np.stack, _stack_rule)
 defvjp(np.cumsum, _cumsum_rule)
 defvjp(np.flip, lambda ans, x, axis=None: lambda g: np.flip(g, axis))
-defvjp(np.roll, lambda ans, x, shift, axis=None: lambda g: np.roll(g, np.negative(shift), axis))
+defvjp(np.roll, lambda ans, x, shift, axis=None: lambda g: np.roll(g, np.negative(shift), axis),
+       None, None)  # (shift and axis: integers, no gradient; so below for indices and axes)
 defvjp(np.pad, _pad_rule)
 defvjp(np.take_along_axis, lambda ans, x, indices, axis=-1: lambda g: unbroadcast(
-    x, _untake_along(g, indices, axis, x)))
+    x, _untake_along(g, indices, axis, x)), None, None)
 defvjp(np.diagonal, lambda ans, x, offset=0, axis1=0, axis2=1: lambda g: _undiagonal(
     g, _shape(x), offset, axis1, axis2))
 defvjp(np.linalg.inv, lambda ans, x: lambda g: -_matrix_t(ans) @ g @ _matrix_t(ans))
 defvjp(np.linalg.det, lambda ans, x: lambda g: np.expand_dims(g * ans, (-1, -2))
        * _matrix_t(np.linalg.inv(x)))
 defvjp(np.linalg.solve, *_solve_rules())
-defvjp(operator.getitem, _getitem_rule)
-defvjp(astype, lambda ans, x, dtype: lambda g: astype(g, _dtype_of(x)))
+defvjp(operator.getitem, _getitem_rule, None)
+defvjp(astype, lambda ans, x, dtype: lambda g: _cast_back(g, x), None)
 
 # Python operators (the tasks ``Delayed`` builds) share the ufuncs' rules
 for _op, _uf in [(operator.add, np.add), (operator.sub, np.subtract),

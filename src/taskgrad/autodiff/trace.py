@@ -81,10 +81,13 @@ def _is_integer(value):
         return type(value) is int
 
 
-def _carries_integers(func, ans, args, parents):
-    """Whether an integer result is still differentiable: arithmetic on a traced integer
-    array (``x ** 2`` of integer ``x``), as opposed to a float turned integer (``astype``,
-    an index), whose derivative is zero.  Bools are never differentiable."""
+def _still_traced(func, ans, args, parents):
+    """Whether a result that is not a float array is still differentiable: an item of a
+    traced container (``params["W"]``, a dict of arrays, or an integer item), or arithmetic
+    on a traced integer array (``x ** 2`` of integer ``x``), as opposed to a float turned
+    integer (``astype``, an index), whose derivative is zero.  Bools never are."""
+    if func is operator.getitem:
+        return _is_integer(ans) or isinstance(ans, (*_SEQUENCES, dict))
     if not _is_integer(ans) or func not in _RULES:
         return False
     return any(_is_integer(args[i] if j is None else args[i][j]) for i, j, _ in parents)
@@ -116,13 +119,13 @@ def apply_primitive(func, args, kwargs, boxes=None):
             continue
         if j is None:
             args[i] = b._value
-        else:
-            if type(args[i]) is not list:
-                args[i] = list(args[i])
-            args[i][j] = b._value
+        else:  # a copy of the sequence, of its type (a tuple index is not a list index)
+            items = list(args[i])
+            items[j] = b._value
+            args[i] = items if type(args[i]) is list else tuple(items)
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
-    if not _is_float(ans) and not _carries_integers(func, ans, args, parents):
+    if not _is_float(ans) and not _still_traced(func, ans, args, parents):
         if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
                 and not is_nondifferentiable(func):  # NumPy's results are namedtuples
             # several arrays out: no rule form for that, so never drop the trace silently
@@ -143,7 +146,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if type(func) is np.ufunc and (kwargs or list in map(type, args)):
+    if type(func) is np.ufunc and (kwargs or any(type(a) in _SEQUENCES for a in args)):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
     shape_args, shape_ans = _SHAPE_ONLY.get(func, _NO_SHAPES)
@@ -559,7 +562,7 @@ def add_cotangents(a, b):
         kind = list if type(a) is list and type(b) is list else tuple
         return kind(add_cotangents(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is dict:
-        return {k: add_cotangents(a.get(k), b.get(k)) for k in a.keys() | b.keys()}
+        return {k: add_cotangents(a.get(k), b.get(k)) for k in {**a, **b}}  # (in order)
     return a + b
 
 

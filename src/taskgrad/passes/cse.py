@@ -11,6 +11,8 @@ A requested key that duplicates another stays in the graph as an alias.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ..delayed import _identity
@@ -48,6 +50,8 @@ def _freeze(value):
         return (dict, tuple((_freeze(k), _freeze(v)) for k, v in value.items()))
     if cls is frozenset or cls is set:
         return (cls, frozenset(_freeze(v) for v in value))
+    if cls is partial:  # rules made per call (``partial(rule, pos)``) are equal by content
+        return (partial, id(value.func), _freeze(value.args), _freeze(value.keywords))
     return ("id", id(value))
 
 
