@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import itertools
 import operator
 import os
@@ -72,7 +73,13 @@ def funcname(func):
 # ---------------------------------------------------------------- templates
 
 def _to_template(value, deps):
-    """Turn an argument into a template: Delayeds become Refs (recorded in ``deps``)."""
+    """Turn an argument into a template: Delayeds become Refs (recorded in ``deps``).
+
+    A generator is read into a list: it could not be sent to a worker process or read
+    twice, and the Delayeds it yields must be found.
+    """
+    if type(value) is types.GeneratorType:
+        value = list(value)
     if isinstance(value, Delayed):
         key = value._key
         known = deps.get(key)
@@ -213,7 +220,16 @@ class Delayed:
     """A lazy value: the result of a task that has not run yet."""
 
     __slots__ = ("_key", "_task", "_dependencies", "_length", "__weakref__")
-    __array_ufunc__ = None  # make NumPy defer to our reflected operators
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """A NumPy ufunc applied to a Delayed builds its task, as ``tnp`` does (``np.exp(d)``,
+        ``array + d``), with the same VJP rule."""
+        if method != "__call__" or kwargs.get("out") is not None:
+            name = ufunc.__name__ + ("" if method == "__call__" else f".{method}")
+            raise TypeError(f"numpy.{name}{' with out=' if method == '__call__' else ''} on "
+                            f"Delayed {self._key!r}, which has no value yet: use taskgrad.numpy "
+                            "(tnp), or call it inside a @tg.delayed function")
+        return _make_delayed(ufunc, inputs, kwargs or None, prefix=ufunc.__name__)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
@@ -287,6 +303,23 @@ class Delayed:
             f"truth of a Delayed object ({self._key!r}) is not known until it is computed; "
             "call .compute() first, or use tg.delayed logic inside a task"
         )
+
+    def _no_value(self, what):
+        raise TypeError(f"{what} of Delayed object {self._key!r}: it has no value until it is "
+                        "computed; call .compute() first, or do this inside a @tg.delayed "
+                        "function")
+
+    def __float__(self):
+        self._no_value("float()")
+
+    def __int__(self):
+        self._no_value("int()")
+
+    def __complex__(self):
+        self._no_value("complex()")
+
+    def __index__(self):
+        self._no_value("use as an index")
 
     def __iter__(self):
         if self._length is None:
@@ -490,6 +523,13 @@ class DelayedFunction:
         return _make_delayed(self.__wrapped__, args, kwargs, prefix=self.prefix,
                              pure=self.pure, nout=self.nout)
 
+    def __get__(self, obj, objtype=None):
+        """``@tg.delayed`` on a method: ``obj.method(...)`` builds a task of the bound method."""
+        if obj is None:
+            return self
+        return DelayedFunction(types.MethodType(self.__wrapped__, obj), pure=self.pure,
+                               name=self.prefix, nout=self.nout)
+
     def __repr__(self):
         return f"<delayed {self.prefix}>"
 
@@ -528,10 +568,13 @@ def delayed(obj=_NOTHING, *, pure=False, name=None, nout=None, vjp=None):
         return obj
     if callable(obj):
         func = obj.__wrapped__ if isinstance(obj, DelayedFunction) else obj
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(f"tg.delayed({funcname(func)}): an async function's call returns "
+                            "a coroutine, which no scheduler awaits; make it a plain function")
         if vjp is not None:
             from .autodiff.rules import defvjp
 
-            defvjp(func, *(vjp if isinstance(vjp, tuple) else (vjp,)))
+            defvjp(func, *(tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)))
         return DelayedFunction(func, pure=pure, name=name, nout=nout)
     if vjp is not None:
         raise TypeError("vjp= applies to functions, not to wrapped values")

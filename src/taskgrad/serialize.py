@@ -434,8 +434,10 @@ def _open(path):
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # (NumPy's ValueError for a file that is no archive advises unpickling it: not here)
+        detail = "" if isinstance(exc, ValueError) else f" ({exc})"
         raise FileFormatError(f"{path}: not a taskgrad graph file, or a corrupted or "
-                              f"truncated one ({exc})") from exc
+                              f"truncated one{detail}") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile) or HEADER not in archive.files:
         raise FileFormatError(f"{path}: not a taskgrad graph file (no {HEADER!r} header)")
     return archive

@@ -57,7 +57,7 @@ class Compiled:
     def scheduler(self):
         return self._run.scheduler
 
-    def __call__(self, feeds=None, /, callbacks=None, **named):
+    def __call__(self, feeds=None, /, *, callbacks=None, **named):
         """Run with one value per placeholder, by name (or in a dict for any names)."""
         if feeds is not None:
             if not isinstance(feeds, Mapping):
@@ -134,5 +134,8 @@ def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimiz
     Delayed, a tuple for a list or tuple.
     """
     if optimize_graph is not None:
+        if optimize is not True:
+            raise TypeError("compile got both optimize= and its alias optimize_graph=; "
+                            "give one")
         optimize = optimize_graph
     return Compiled(outputs, optimize=optimize, scheduler=scheduler, num_workers=num_workers)

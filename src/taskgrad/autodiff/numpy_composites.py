@@ -198,6 +198,10 @@ def vsplit(ary, indices_or_sections):
     return split(ary, indices_or_sections, axis=0)
 
 
+def dsplit(ary, indices_or_sections):
+    return split(ary, indices_or_sections, axis=2)
+
+
 def sort(a, axis=-1, kind=None, order=None, **kwargs):
     if order is not None:
         _unsupported("sort", "order=")
@@ -256,7 +260,7 @@ for _func, _impl in [
     (np.copy, copy), (np.take, take), (np.diff, diff), (np.moveaxis, moveaxis),
     (np.atleast_1d, atleast_1d), (np.atleast_2d, atleast_2d), (np.atleast_3d, atleast_3d),
     (np.hstack, hstack), (np.vstack, vstack), (np.split, split), (np.array_split, array_split),
-    (np.hsplit, hsplit), (np.vsplit, vsplit), (np.sort, sort), (np.diag, diag),
+    (np.hsplit, hsplit), (np.vsplit, vsplit), (np.dsplit, dsplit), (np.sort, sort), (np.diag, diag),
     (np.trace, trace), (np.triu, _triangle(np.triu)), (np.tril, _triangle(np.tril)),
     (np.repeat, repeat), (np.tile, tile),
 ]:

@@ -302,6 +302,9 @@ class Box:
     def __float__(self):
         raise MissingRuleError("float() (conversion of a traced value to a Python float)")
 
+    def __int__(self):
+        raise MissingRuleError("int() (conversion of a traced value to a Python int)")
+
     def __repr__(self):
         return f"Box({_base(self)!r})"
 
