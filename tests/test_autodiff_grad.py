@@ -512,6 +512,37 @@ def test_a_traced_tape_keeps_only_the_values_its_rules_read(monkeypatch):
     assert lean < 0.75 * kept, (lean, kept)
 
 
+def _scaled_chain_peak(n, traced):
+    """Peak traced memory of the gradient of a chain of ``n`` scalings (and divisions) by
+    constants of a 1 MB array, as ``tnp`` tasks or traced in one task."""
+    import tracemalloc
+
+    def chain(d):
+        for i in range(n):
+            d = d * 1.0001 if i % 2 else d / 2.0
+        return d
+
+    w = tg.delayed(np.ones(125_000))
+    loss = tg.delayed(lambda a: np.sum(chain(a)))(w) if traced else tnp.sum(chain(w))
+    grad = tg.grad(loss, w)
+    tracemalloc.start()
+    try:
+        value = grad.compute(scheduler="sync")
+        return tracemalloc.get_traced_memory()[1], value
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_scaling_by_a_constant_does_not_keep_the_scaled_value(traced):
+    """``x * c`` and ``x / c`` with a constant ``c``: the rule for ``x`` reads only ``x``'s
+    shape, so memory does not grow with the chain's length."""
+    short, _ = _scaled_chain_peak(4, traced)
+    long, value = _scaled_chain_peak(40, traced)
+    assert long < short + 2 * 1_000_000, (short, long)
+    np.testing.assert_allclose(value, np.full(125_000, 1.0001 ** 20 / 2.0 ** 20))
+
+
 def test_a_task_returning_a_list_can_be_an_argument_of_a_differentiated_op():
     """Its shape and dtype are read as NumPy sees it (the ``describe`` of a list)."""
     values = tg.delayed(lambda: [1.0, 2.0])()

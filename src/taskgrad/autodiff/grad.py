@@ -160,7 +160,7 @@ def _backward(y, wrt, seed, tok):
         if key in targets or (not is_nondifferentiable(view[0])
                               and any(dep in active for dep in view[3])):
             active.add(key)
-            spec = specs[key] = _shape_spec(view)
+            spec = specs[key] = _shape_spec(view, active)
             valued.update(_value_reads(key, view, spec))
 
     metas = {}
@@ -213,14 +213,14 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _shape_spec(view):
+def _shape_spec(view, active):
     """``(argument positions, ans?)`` the node's rule tasks may read as ``describe``
     tasks, or None where they read the forward values as they are (no rules, or
     dependencies nested in containers)."""
     func, args, kwargs, deps, refs = view
     if refs is None or not has_rules(func) or type(_kwargs_template(kwargs)) is Pack:
         return None
-    return shape_only_inputs(func)
+    return shape_only_inputs(func, [i for i, k in refs if k in active])
 
 
 def _value_reads(key, view, spec):

@@ -675,6 +675,11 @@ for _f in (np.negative, np.positive, operator.neg, operator.pos, np.sum, np.mean
     uses_only_shapes(_f, args=(0,), ans=True)
 for _f in (np.exp, np.tanh, np.sqrt, np.expm1, np.exp2, np.reciprocal, np.cbrt):
     uses_only_shapes(_f, args=(0,))
+for _f in (np.multiply, operator.mul):  # x * y: x's rule reads y's value and x's shape
+    uses_only_shapes(_f, args=(0,), ans=True, rule_of=0)
+    uses_only_shapes(_f, args=(1,), ans=True, rule_of=1)
+for _f in (np.divide, operator.truediv):  # x / y: x's rule reads y's value and x's shape
+    uses_only_shapes(_f, args=(0,), ans=True, rule_of=0)
 for _f in (np.multiply, np.divide, operator.mul, operator.truediv, np.matmul, operator.matmul,
            np.dot, np.log, np.log1p, np.sin, np.cos, np.tan, np.arctan, np.square, np.abs,
            np.sinh, np.cosh, np.arcsin, np.arccos, np.arcsinh, np.arccosh, np.arctanh, np.log2,

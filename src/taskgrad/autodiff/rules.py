@@ -21,8 +21,10 @@ _RULES = {}
 _NONDIFF = set()
 # func -> an implementation written with traceable operations, used on traced values
 _COMPOSITES = {}
-# func -> (argument positions, whether ``ans``) its rules read only for shape and dtype
+# func -> (argument positions, whether ``ans``) its rules read only for shape and dtype, and
+# None or {position: (positions, ans?)} for the rule of one argument alone (see ``uses_only_shapes``)
 _SHAPE_ONLY = {}
+NO_SHAPES = (frozenset(), False, None)
 
 
 class MissingRuleError(TypeError):
@@ -65,19 +67,46 @@ def copy_rules(dst, src):
         _SHAPE_ONLY[_key(dst)] = _SHAPE_ONLY[_key(src)]
 
 
-def uses_only_shapes(func, args=(), ans=False):
+def uses_only_shapes(func, args=(), ans=False, rule_of=None):
     """Declare that ``func``'s rules read these arguments (and ``ans``) only for their
     shape and dtype: backward tasks and traced tapes then keep a ``ShapeDtype`` instead
-    of the value, which the forward pass can free as soon as it is done with it."""
-    _SHAPE_ONLY[_key(func)] = (frozenset(args), ans)
+    of the value, which the forward pass can free as soon as it is done with it.
+
+    With ``rule_of=pos`` the declaration is about the rule of argument ``pos`` alone: it
+    holds when only that argument is differentiated (``x * c`` with a constant ``c`` reads
+    ``x`` for its shape only, ``x * y`` with both differentiated reads both).
+    """
+    key = _key(func)
+    shapes, reads_ans, per_rule = _SHAPE_ONLY.get(key, NO_SHAPES)
+    if rule_of is None:
+        _SHAPE_ONLY[key] = (frozenset(args), ans, per_rule)
+    else:
+        _SHAPE_ONLY[key] = (shapes, reads_ans,
+                            {**(per_rule or {}), rule_of: (frozenset(args), ans)})
 
 
-def shape_only_inputs(func):
-    """``(argument positions, ans?)`` that ``func``'s rules use only for shape and dtype."""
+def shape_only_inputs(func, positions=()):
+    """``(argument positions, ans?)`` that ``func``'s rules for the arguments at
+    ``positions`` use only for shape and dtype."""
     try:
-        return _SHAPE_ONLY.get(func, (frozenset(), False))
+        entry = _SHAPE_ONLY.get(func, NO_SHAPES)
     except TypeError:
-        return frozenset(), False
+        entry = NO_SHAPES
+    return shapes_for(entry, positions)
+
+
+def shapes_for(entry, positions):
+    """What an ``_SHAPE_ONLY`` entry says when the arguments at ``positions`` are
+    differentiated: what every one of their rules reads for shape only."""
+    shapes, reads_ans, per_rule = entry
+    if per_rule is None or not positions:
+        return shapes, reads_ans
+    common, ans_too = None, True
+    for pos in positions:
+        rule_shapes, rule_ans = per_rule.get(pos, (shapes, reads_ans))
+        common = rule_shapes if common is None else common & rule_shapes
+        ans_too = ans_too and rule_ans
+    return common, ans_too
 
 
 def nondifferentiable(*funcs):

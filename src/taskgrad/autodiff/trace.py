@@ -22,15 +22,14 @@ import operator
 
 import numpy as np
 
-from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, MissingRuleError, is_nondifferentiable,
-                    ufunc_call_for_rules)
+from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
+                    is_nondifferentiable, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents",
            "zeros_like_value"]
 
 _levels = itertools.count(1)
-_NO_SHAPES = ((), False)
 _SEQUENCES = (tuple, list)
 
 
@@ -149,7 +148,9 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if type(func) is np.ufunc and (kwargs or any(type(a) in _SEQUENCES for a in args)):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
-    shape_args, shape_ans = _SHAPE_ONLY.get(func, _NO_SHAPES)
+    entry = _SHAPE_ONLY.get(func, NO_SHAPES)
+    shape_args, shape_ans = entry[:2] if entry[2] is None else shapes_for(
+        entry, [p[0] for p in parents])
     for i in shape_args:
         if i < len(args):
             args[i] = shape_dtype(args[i])
