@@ -324,3 +324,47 @@ def test_the_nan_of_a_max_or_min_gets_the_gradient(reduce):
     g = tg.grad(tnp.sum(reduce(x, axis=1)), x).compute()
     np.testing.assert_array_equal(g[0], [0.0, 1.0, 0.0])
     assert g[1].sum() == 1.0
+
+
+# ---------------------------------------------------------------- found by a third round
+
+def test_a_traced_dict_iterates_and_looks_up_keys_as_a_dict_does():
+    params = tg.delayed({"W": np.array([1.0, 2.0]), "b": np.array([0.5])})
+
+    def loss(p):
+        out = sum(np.sum(v ** 2) for k, v in p.items() if k in p)
+        return out + (np.sum(p["b"]) if "b" in p else 0.0) + sum(np.sum(p[k]) for k in p) * 0
+
+    g = tg.grad(tg.delayed(loss)(params), params).compute()
+    np.testing.assert_allclose(g["W"], [2.0, 4.0])
+    np.testing.assert_allclose(g["b"], [2.0])
+    ints = tg.delayed({0: 2.0, 1: 3.0})
+    g = tg.grad(tg.delayed(lambda d: d[1] * (2.0 if 1 in d else 5.0) + sum(d))(ints), ints)
+    assert g.compute() == {0: 0.0, 1: 2.0}
+
+
+def test_a_vjp_cotangent_holding_delayeds_is_differentiable():
+    x = tg.delayed(np.array([1.0, 2.0, 3.0]))
+    ct, c1 = tg.delayed(np.ones(3)), tg.delayed(2.0)
+    pair = tg.delayed(lambda a: (a * 2.0, np.sum(a ** 2)))(x)
+    g = tg.vjp(pair, x, (ct, c1))
+    np.testing.assert_allclose(g.compute(), 2.0 + 2.0 * 2 * np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(tg.grad(tnp.sum(g), ct).compute(), [2.0, 2.0, 2.0])
+    assert tg.grad(tnp.sum(g), c1).compute() == 12.0
+    with pytest.raises(TypeError, match="None"):
+        tg.vjp(tnp.sum(x), x, None)
+
+
+def test_a_list_gradient_is_a_list_whatever_the_order_of_its_uses():
+    items = tg.delayed([1.0, 2.0])
+    for body in (lambda t: t[0] * 10.0 + t[1],
+                 lambda t: np.sum(np.multiply(t, 2.0)) + t[0] * 10.0,
+                 lambda t: t[0] * 10.0 + np.sum(np.multiply(t, 2.0))):
+        g = tg.grad(tg.delayed(body)(items), items).compute()
+        assert type(g) is list and len(g) == 2
+
+
+def test_a_ufunc_cast_to_integers_carries_no_gradient():
+    x = tg.delayed(np.array([1.2, 2.7]))
+    y = tnp.sum(tnp.add(x, 0.5, dtype=int, casting="unsafe")) + tnp.sum(x)
+    np.testing.assert_array_equal(tg.grad(y, x).compute(), [1.0, 1.0])

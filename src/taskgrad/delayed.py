@@ -72,13 +72,22 @@ def funcname(func):
 
 # ---------------------------------------------------------------- templates
 
+# one-pass iterators and dict views: read into a list (a file, also an iterator, is not)
+_READ_AS_LIST = frozenset([
+    types.GeneratorType, map, filter, zip, enumerate, reversed, type(iter([])), type(iter(())),
+    type(iter(range(0))), type({}.keys()), type({}.values()), type({}.items()),
+    type(iter({}.keys())), type(iter({}.values())), type(iter({}.items())),
+])
+
+
 def _to_template(value, deps):
     """Turn an argument into a template: Delayeds become Refs (recorded in ``deps``).
 
-    A generator is read into a list: it could not be sent to a worker process or read
-    twice, and the Delayeds it yields must be found.
+    A generator, ``map``, ``zip`` and other one-pass iterators (and dict views) are read
+    into a list: they could not be sent to a worker process or read twice, and the
+    Delayeds they hold must be found.
     """
-    if type(value) is types.GeneratorType:
+    if type(value) in _READ_AS_LIST:
         value = list(value)
     if isinstance(value, Delayed):
         key = value._key
@@ -220,16 +229,10 @@ class Delayed:
     """A lazy value: the result of a task that has not run yet."""
 
     __slots__ = ("_key", "_task", "_dependencies", "_length", "__weakref__")
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        """A NumPy ufunc applied to a Delayed builds its task, as ``tnp`` does (``np.exp(d)``,
-        ``array + d``), with the same VJP rule."""
-        if method != "__call__" or kwargs.get("out") is not None:
-            name = ufunc.__name__ + ("" if method == "__call__" else f".{method}")
-            raise TypeError(f"numpy.{name}{' with out=' if method == '__call__' else ''} on "
-                            f"Delayed {self._key!r}, which has no value yet: use taskgrad.numpy "
-                            "(tnp), or call it inside a @tg.delayed function")
-        return _make_delayed(ufunc, inputs, kwargs or None, prefix=ufunc.__name__)
+    # NumPy defers to our reflected operators (``array + d`` is ``d.__radd__``, so the value's
+    # own operators apply when it runs); a ufunc call on a Delayed (``np.exp(d)``) is refused:
+    # taskgrad.numpy has the lazy ones
+    __array_ufunc__ = None
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
@@ -524,11 +527,12 @@ class DelayedFunction:
                              pure=self.pure, nout=self.nout)
 
     def __get__(self, obj, objtype=None):
-        """``@tg.delayed`` on a method: ``obj.method(...)`` builds a task of the bound method."""
-        if obj is None:
+        """``@tg.delayed`` on a method: ``obj.method(...)`` builds a task of the function with
+        ``obj`` as its first argument, so its rules (one per argument, ``self`` first) apply
+        and Delayeds in ``obj``'s fields are found, as for any argument."""
+        if obj is None or isinstance(self.__wrapped__, staticmethod):
             return self
-        return DelayedFunction(types.MethodType(self.__wrapped__, obj), pure=self.pure,
-                               name=self.prefix, nout=self.nout)
+        return functools.partial(self, obj)
 
     def __repr__(self):
         return f"<delayed {self.prefix}>"

@@ -156,9 +156,8 @@ class _Writer:
             return {"$" + _KIND_NAMES[cls]: [self.value(x) for x in v]}
         if isinstance(v, tuple) and hasattr(v, "_fields"):
             return {"$namedtuple": [self.function(cls), [self.value(x) for x in v]]}
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            fields = [[f.name, self.value(getattr(v, f.name))]
-                      for f in dataclasses.fields(v) if f.init]
+        if dataclasses.is_dataclass(v) and not isinstance(v, type) and _remade_by_init(cls):
+            fields = [[f.name, self.value(getattr(v, f.name))] for f in dataclasses.fields(v)]
             return {"$dataclass": [self.function(cls), fields]}
         if cls is complex:
             return {"$complex": [self.value(v.real), self.value(v.imag)]}
@@ -180,6 +179,12 @@ class _Writer:
                 import_path(v) is not None or self.special(v) is not None)):
             return self.function(v)
         return self.pickle(v, f"value of type {cls.__name__} is not a plain value or array")
+
+
+def _remade_by_init(cls):
+    """Whether ``cls(**fields)`` gives back an equal instance: every field goes through
+    ``__init__`` and nothing runs after it (else such a value is pickled)."""
+    return all(f.init for f in dataclasses.fields(cls)) and not hasattr(cls, "__post_init__")
 
 
 def _rule_index():

@@ -122,7 +122,11 @@ def _placeholders(delayeds):
     return found
 
 
-def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimize_graph=None):
+_DEFAULT = object()  # ``optimize`` not given (it means True)
+
+
+def compile(outputs, *, optimize=_DEFAULT, scheduler=None, num_workers=None,
+            optimize_graph=None):
     """Prepare ``outputs`` (a Delayed, or a list/tuple of them) to run many times.
 
     ``optimize`` (alias ``optimize_graph``) selects passes as in
@@ -134,8 +138,10 @@ def compile(outputs, *, optimize=True, scheduler=None, num_workers=None, optimiz
     Delayed, a tuple for a list or tuple.
     """
     if optimize_graph is not None:
-        if optimize is not True:
+        if optimize is not _DEFAULT:
             raise TypeError("compile got both optimize= and its alias optimize_graph=; "
                             "give one")
         optimize = optimize_graph
+    elif optimize is _DEFAULT:
+        optimize = True
     return Compiled(outputs, optimize=optimize, scheduler=scheduler, num_workers=num_workers)

@@ -25,7 +25,7 @@ import operator
 
 import numpy as np
 
-from ..delayed import Delayed, funcname, new_token
+from ..delayed import Delayed, funcname, new_token, unpack_delayed
 from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
@@ -50,11 +50,13 @@ def grad(y, wrt):
 def vjp(y, wrt, cotangent):
     """``cotangent``-weighted gradient of a (possibly non-scalar) ``y`` w.r.t. ``wrt``."""
     _check_delayed(y, "y")
+    if cotangent is None:
+        raise TypeError("tg.vjp needs a cotangent shaped like y (None is no cotangent)")
     tok = new_token()
-    given = (Ref(cotangent._key), (cotangent,)) if isinstance(cotangent, Delayed) else \
-        (cotangent, ())
-    seed = _make(f"cotangent-{y._key}-{tok}", checked_cotangent, (Ref(y._key), given[0], y._key),
-                 None, (y, *given[1]))
+    template, given = unpack_delayed(cotangent)  # (a tuple or dict may hold Delayeds)
+    given.pop(y._key, None)
+    seed = _make(f"cotangent-{y._key}-{tok}", checked_cotangent, (Ref(y._key), template, y._key),
+                 None, (y, *given.values()))
     return _backward(y, wrt, seed, tok)
 
 
@@ -257,6 +259,9 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
     """
     func, args, kwargs, deps, refs = view
     if type(func) is np.ufunc and (kwargs or list in map(type, args)):
+        dtype = (kwargs or {}).get("dtype")
+        if dtype is not None and np.dtype(dtype).kind not in "fc":
+            return []  # cast to integers: no gradient, as for astype(int)
         args, kwargs = _ufunc_call(func, args, kwargs, key)
         view = (func, args, kwargs, deps, refs)
     kwargs_t = _kwargs_template(kwargs)

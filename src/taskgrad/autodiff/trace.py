@@ -295,7 +295,13 @@ class Box:
         return len(_base(self))
 
     def __iter__(self):
+        base = _base(self)
+        if isinstance(base, dict):  # a traced dict iterates over its keys, as a dict does
+            return iter(list(base))
         return (self[i] for i in range(len(self)))
+
+    def __contains__(self, item):
+        return item in _base(self)
 
     def __bool__(self):
         return bool(_base(self))
@@ -316,9 +322,12 @@ class Box:
         raise MissingRuleError("item assignment (x[...] = v, in place)", _BUILD_INSTEAD)
 
     def __getattr__(self, name):
-        fields = getattr(_base(self), "_fields", ())
+        base = _base(self)
+        fields = getattr(base, "_fields", ())
         if name in fields:  # a traced namedtuple: its field is an item
             return self[fields.index(name)]
+        if isinstance(base, dict) and name in _DICT_READS:  # a traced dict's items are items
+            return _DICT_READS[name](self, base)
         if not name.startswith("_") and hasattr(np.ndarray, name):
             raise MissingRuleError(f"ndarray.{name}")
         raise AttributeError(f"traced value has no attribute {name!r}")
@@ -403,6 +412,14 @@ class Box:
     __eq__ = _method(np.equal)
     __ne__ = _method(np.not_equal)
     __hash__ = None
+
+
+_DICT_READS = {
+    "keys": lambda box, base: base.keys,
+    "values": lambda box, base: lambda: [box[k] for k in base],
+    "items": lambda box, base: lambda: [(k, box[k]) for k in base],
+    "get": lambda box, base: lambda key, default=None: box[key] if key in base else default,
+}
 
 
 def _reduce(func):
@@ -560,10 +577,11 @@ def add_cotangents(a, b):
         return b
     if b is None:
         return a
-    if type(a) is np.ndarray:
+    if type(a) is np.ndarray and type(b) is np.ndarray:
         return a + b
     if isinstance(a, _SEQUENCES) or isinstance(b, _SEQUENCES):  # namedtuples too
-        kind = list if type(a) is list and type(b) is list else tuple
+        # (an array with them: a ufunc read the sequence as one array; its rows are the items)
+        kind = list if type(a) is list or type(b) is list else tuple
         return kind(add_cotangents(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is dict:
         return {k: add_cotangents(a.get(k), b.get(k)) for k in {**a, **b}}  # (in order)

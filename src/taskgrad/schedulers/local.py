@@ -73,6 +73,17 @@ def run_unit(tasks, results, timings=None):
         results[prev] = value
 
 
+def start_callbacks(callbacks, graph):
+    """Call each callback's ``start``; if one raises, the ones started get their ``finish``."""
+    for i, cb in enumerate(callbacks):
+        try:
+            cb._start(graph)
+        except BaseException:
+            for started in callbacks[:i]:
+                started._finish(graph, True)
+            raise
+
+
 def run_sync(graph, keys, callbacks=()):
     """Run in the calling thread, in depth-first order; exceptions keep their traceback."""
     with gc_paused():
@@ -80,8 +91,7 @@ def run_sync(graph, keys, callbacks=()):
         wanted = set(keys)
         remaining = count_readers(map(graph.__getitem__, order))
     results = {}
-    for cb in callbacks:
-        cb._start(graph)
+    start_callbacks(callbacks, graph)
     errored = True
     try:
         with running_tasks():
@@ -123,8 +133,7 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
         with gc_paused():
             plan = Plan(graph, keys)
     run = SharedRun(graph, plan, executor, callbacks, values)
-    for cb in callbacks:
-        cb._start(graph)
+    start_callbacks(callbacks, graph)
     errored = True
     executor.start(run)
     try:
