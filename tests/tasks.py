@@ -48,3 +48,13 @@ def compute_inside(x, scheduler):
 @tg.delayed(nout=2)
 def pair(x):
     return x, x + 1
+
+
+@tg.delayed
+def die(x, after=0.1):
+    """A worker process that exits abruptly (as a crash would)."""
+    import os
+    import time
+
+    time.sleep(after)
+    os._exit(3)

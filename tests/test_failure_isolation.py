@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import taskgrad as tg
-from tasks import compute_inside, fail, inc, pair, slow
+from tasks import compute_inside, die, fail, inc, pair, slow
 
 
 def test_a_failing_compute_leaves_a_concurrent_one_on_the_same_pool_alone():
@@ -36,6 +36,22 @@ def test_a_failing_compute_leaves_a_concurrent_one_on_the_same_pool_alone():
     thread.join()
     assert out["value"] == (0, 1, 2, 3)
     assert tg.compute(inc(1), scheduler="processes", num_workers=2) == (2,)  # a fresh pool
+
+
+def test_a_worker_dying_in_one_run_leaves_a_concurrent_run_alone():
+    tg.compute(inc(0), scheduler="processes", num_workers=2)
+    out = {}
+
+    def other():
+        out["value"] = tg.compute(*[slow(i) for i in range(4)], scheduler="processes",
+                                  num_workers=2)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with pytest.raises(tg.WorkerDiedError):
+        die(1).compute(scheduler="processes", num_workers=2)
+    thread.join()
+    assert out["value"] == (0, 1, 2, 3)
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])

@@ -7,10 +7,10 @@ closures travel because cloudpickle serialises them by value.
 The pool (``spawn`` start method, as dask uses: forking a process that holds
 threads can deadlock) is kept between runs, since starting processes costs far
 more than a run of small tasks.  On any failure (a task raised, a worker
-died, Ctrl-C) the pool is discarded, so the next run starts clean, and its
-processes are terminated as soon as no other run (in another thread) is using
-it, so nothing is left running and no other run loses its work.  Workers ignore
-SIGINT: the parent alone decides what Ctrl-C cancels.
+died, Ctrl-C) its processes are terminated, so nothing is left running and the
+next run starts clean.  A run that starts while another (in another thread) is
+using the pool gets a pool of its own, so no run loses its work to another's
+failure.  Workers ignore SIGINT: the parent alone decides what Ctrl-C cancels.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import cloudpickle
 
 from .local import TaskFailed, add_task_note, default_num_workers, run_unit
 
-_pools = {}  # num_workers -> the pool new runs use
-_users = {}  # pool -> how many runs are using it
-_doomed = set()  # pools discarded after a failure, terminated once their last run stops
+_pools = {}  # num_workers -> the pool kept between runs
+_busy = set()  # the pools runs are using now
 _pools_lock = threading.Lock()
 
 
@@ -65,36 +64,33 @@ def _shut_down_pools():
 
 
 def _get_pool(num_workers):
-    """The pool for ``num_workers``, counted as used by one more run until ``_release_pool``."""
+    """A pool of ``num_workers`` processes for one run, until ``_release_pool``: the one kept
+    from earlier runs, or, while another run (in another thread) is using that one, a pool
+    of its own, so that one run's failure or dead worker never reaches another run."""
     with _pools_lock:
         pool = _pools.get(num_workers)
-        if pool is None or getattr(pool, "_broken", False):
+        if pool is None or getattr(pool, "_broken", False) or pool in _busy:
             pool = ProcessPoolExecutor(
                 max_workers=num_workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
             )
-            _pools[num_workers] = pool
-        _users[pool] = _users.get(pool, 0) + 1
+            if num_workers not in _pools or _pools[num_workers] not in _busy:
+                _pools[num_workers] = pool
+        _busy.add(pool)
         return pool
 
 
 def _release_pool(pool, num_workers, errored):
-    """One run stops using ``pool``; after a failure the pool is discarded, and terminated
-    once no run uses it."""
+    """The run is done with ``pool``: it is kept for the next run, unless the run failed
+    (then it is terminated: nothing left running) or it was a pool of the run's own."""
     with _pools_lock:
-        _users[pool] -= 1
-        if errored:
-            if _pools.get(num_workers) is pool:
-                del _pools[num_workers]
-            _doomed.add(pool)
-        if _users[pool]:
-            return
-        del _users[pool]
-        if pool not in _doomed:
-            return
-        _doomed.discard(pool)
-    _terminate(pool)
+        _busy.discard(pool)
+        keep = _pools.get(num_workers) is pool
+        if keep and errored:
+            del _pools[num_workers]
+    if errored or not keep:
+        _terminate(pool)
 
 
 def _processes(pool):
