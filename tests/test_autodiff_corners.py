@@ -368,3 +368,15 @@ def test_a_ufunc_cast_to_integers_carries_no_gradient():
     x = tg.delayed(np.array([1.2, 2.7]))
     y = tnp.sum(tnp.add(x, 0.5, dtype=int, casting="unsafe")) + tnp.sum(x)
     np.testing.assert_array_equal(tg.grad(y, x).compute(), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("value, body", [
+    (2 ** 32, lambda n: n * n * 1.0),        # Python's big integers, not wrapping int64
+    (True, lambda t: (t + t) * 1.5),         # True + True == 2, not True
+    (3, lambda n: (n ** 2) / 2 + (-n) + abs(n) % 2),
+])
+def test_python_numbers_in_a_traced_function_keep_pythons_arithmetic(value, body):
+    x = tg.delayed(value)
+    y = tg.delayed(body)(x)
+    with_grad, _ = tg.compute(y, tg.grad(y, x), scheduler="sync")
+    assert with_grad == y.compute(scheduler="sync") == body(value)

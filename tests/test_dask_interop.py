@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import taskgrad as tg
+import taskgrad.numpy as tnp
 from tasks import add, fail, inc
 
 
@@ -89,3 +90,16 @@ def test_dask_optimize_gives_back_a_delayed_that_computes_the_same():
     c = (a * 2).sum() + 1
     optimized, = dask.optimize(c)
     assert optimized.compute() == tg.compute(optimized)[0] == c.compute() == 7.0
+
+
+def test_a_key_that_stands_for_other_work_is_never_answered_from_the_cluster(dask_client):
+    """Each compute gets keys of its own on the cluster: a leaf named again with another
+    value, or a forward task that reads its tape once a gradient is asked for."""
+    assert (tg.delayed(1.0, name="w") * 2).compute(scheduler=dask_client) == 2.0
+    assert (tg.delayed(5.0, name="w") * 2).compute(scheduler=dask_client) == 10.0
+    x = tg.delayed(np.arange(3.0))
+    h = tg.delayed(lambda a: np.tanh(a) * 2.0)(x)
+    first = tg.compute(h, scheduler=dask_client)[0]
+    again, grad = tg.compute(h, tg.grad(tnp.sum(h), x), scheduler=dask_client)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(grad, 2.0 * (1 - np.tanh(np.arange(3.0)) ** 2))

@@ -206,19 +206,24 @@ def _method(func):
     return method
 
 
-def _operator(ufunc):
-    """``box <op> other`` records ``ufunc`` directly, skipping NumPy's dispatch."""
+def _operator(ufunc, op):
+    """``box <op> other`` records ``ufunc`` directly, skipping NumPy's dispatch; on two
+    Python numbers it records ``op`` (the same rules), which keeps Python's arithmetic (big
+    integers, ``True + True == 2``): the traced value is then the value the function has
+    without a gradient."""
     def method(self, other):
+        func = op if type(self._value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
+            else ufunc
         if type(other) is Box:
-            return apply_primitive(ufunc, (self, other), {})
-        return apply_primitive(ufunc, (self, other), {}, [(0, None, self)])
+            return apply_primitive(func, (self, other), {})
+        return apply_primitive(func, (self, other), {}, [(0, None, self)])
     return method
 
 
-def _in_place(ufunc):
+def _in_place(ufunc, op):
     """``box <op>= other``: the Box itself takes the new value, as a NumPy array would, so
     another name for it sees the change (the old value stays on the tape, unchanged)."""
-    operation = _operator(ufunc)
+    operation = _operator(ufunc, op)
 
     def method(self, other):
         new = operation(self, other)
@@ -229,16 +234,21 @@ def _in_place(ufunc):
     return method
 
 
-def _reflected(ufunc):
+def _reflected(ufunc, op):
     def method(self, other):
-        return apply_primitive(ufunc, (other, self), {}, [(1, None, self)])
+        func = op if type(self._value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
+        return apply_primitive(func, (other, self), {}, [(1, None, self)])
     return method
 
 
-def _unary_operator(ufunc):
+def _unary_operator(ufunc, op):
     def method(self):
-        return apply_primitive(ufunc, (self,), {}, [(0, None, self)])
+        func = op if type(self._value) in _PY_NUMBERS else ufunc
+        return apply_primitive(func, (self,), {}, [(0, None, self)])
     return method
+
+
+_PY_NUMBERS = frozenset([int, float, bool])
 
 
 def _sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
@@ -381,30 +391,30 @@ class Box:
     clip = _method(np.clip)
 
     # -- operators: the NumPy ufuncs, so they share the ufuncs' rules
-    __add__ = _operator(np.add)
-    __radd__ = _reflected(np.add)
-    __sub__ = _operator(np.subtract)
-    __rsub__ = _reflected(np.subtract)
-    __mul__ = _operator(np.multiply)
-    __rmul__ = _reflected(np.multiply)
-    __truediv__ = _operator(np.divide)
-    __rtruediv__ = _reflected(np.divide)
-    __pow__ = _operator(np.power)
-    __rpow__ = _reflected(np.power)
-    __matmul__ = _operator(np.matmul)
-    __rmatmul__ = _reflected(np.matmul)
-    __mod__ = _operator(np.mod)
-    __rmod__ = _reflected(np.mod)
-    __floordiv__ = _operator(np.floor_divide)
-    __rfloordiv__ = _reflected(np.floor_divide)
-    __iadd__ = _in_place(np.add)
-    __isub__ = _in_place(np.subtract)
-    __imul__ = _in_place(np.multiply)
-    __itruediv__ = _in_place(np.divide)
-    __ipow__ = _in_place(np.power)
-    __neg__ = _unary_operator(np.negative)
-    __pos__ = _unary_operator(np.positive)
-    __abs__ = _unary_operator(np.abs)
+    __add__ = _operator(np.add, operator.add)
+    __radd__ = _reflected(np.add, operator.add)
+    __sub__ = _operator(np.subtract, operator.sub)
+    __rsub__ = _reflected(np.subtract, operator.sub)
+    __mul__ = _operator(np.multiply, operator.mul)
+    __rmul__ = _reflected(np.multiply, operator.mul)
+    __truediv__ = _operator(np.divide, operator.truediv)
+    __rtruediv__ = _reflected(np.divide, operator.truediv)
+    __pow__ = _operator(np.power, operator.pow)
+    __rpow__ = _reflected(np.power, operator.pow)
+    __matmul__ = _operator(np.matmul, operator.matmul)
+    __rmatmul__ = _reflected(np.matmul, operator.matmul)
+    __mod__ = _operator(np.mod, operator.mod)
+    __rmod__ = _reflected(np.mod, operator.mod)
+    __floordiv__ = _operator(np.floor_divide, operator.floordiv)
+    __rfloordiv__ = _reflected(np.floor_divide, operator.floordiv)
+    __iadd__ = _in_place(np.add, operator.add)
+    __isub__ = _in_place(np.subtract, operator.sub)
+    __imul__ = _in_place(np.multiply, operator.mul)
+    __itruediv__ = _in_place(np.divide, operator.truediv)
+    __ipow__ = _in_place(np.power, operator.pow)
+    __neg__ = _unary_operator(np.negative, operator.neg)
+    __pos__ = _unary_operator(np.positive, operator.pos)
+    __abs__ = _unary_operator(np.abs, operator.abs)
     __lt__ = _method(np.less)
     __le__ = _method(np.less_equal)
     __gt__ = _method(np.greater)

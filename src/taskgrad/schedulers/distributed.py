@@ -8,6 +8,7 @@ original type and the note naming the task, added on the worker.
 
 from __future__ import annotations
 
+from ..delayed import new_token
 from .dask_graph import to_dask_graph
 
 
@@ -17,16 +18,16 @@ def is_client(obj):
                for c in type(obj).__mro__)
 
 
-def run_distributed(graph, keys, client, call=None):
+def run_distributed(graph, keys, client):
     """``keys`` of ``graph`` computed on ``client``.
 
-    A compiled graph runs the same keys with new values; the cluster would hand
-    back what it still holds under a key, so each ``call`` (a token) gets keys
-    of its own on the cluster.  The tasks themselves keep their keys (notes,
-    their own inputs).
+    Each call gets keys of its own on the cluster: the cluster would hand back
+    what it still holds under a key, and a key may stand for other work from
+    one call to the next (a compiled graph fed new values, a forward task that
+    reads its tape once a gradient is asked for, a leaf named again).  The tasks
+    themselves keep their keys (notes, their own inputs).
     """
-    if call is None:
-        return list(client.get(to_dask_graph(graph), list(keys), sync=True))
+    call = new_token()
     cluster_key = {k: f"{k}@{call}" for k in graph}.__getitem__
     return list(client.get(to_dask_graph(graph, cluster_key), [cluster_key(k) for k in keys],
                            sync=True))

@@ -9,7 +9,6 @@ the steps are written out as one Python function (``straight_line.py``).
 
 from __future__ import annotations
 
-from ..delayed import new_token
 from ..graph import Literal, execute
 from . import executor_for, resolve
 from .distributed import run_distributed
@@ -59,7 +58,7 @@ class PreparedRun:
         if self.kind == "client":
             graph = dict(self.graph)
             graph.update((k, Literal(k, v)) for k, v in values.items())
-            return run_distributed(graph, self.keys, self.scheduler, call=new_token())
+            return run_distributed(graph, self.keys, self.scheduler)
         callbacks = active(callbacks)
         if self.kind == "sync" and not callbacks:
             return self._run_fast(values)
