@@ -31,6 +31,7 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
+_PY_NUMBERS = frozenset([int, float, bool])
 
 
 class Trace:
@@ -246,9 +247,6 @@ def _unary_operator(ufunc, op):
         func = op if type(self._value) in _PY_NUMBERS else ufunc
         return apply_primitive(func, (self,), {}, [(0, None, self)])
     return method
-
-
-_PY_NUMBERS = frozenset([int, float, bool])
 
 
 def _sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
@@ -644,14 +642,9 @@ def backprop(tape, g):
             if c is not None:
                 total = c if total is None else add_cotangents(total, c)
         if total is None:
-            total = _zero_cotangent(nodes[idx[0]][3])
+            total = zeros_like_value(nodes[idx[0]][3])
         cotangents.append(total)
     return cotangents
-
-
-def _zero_cotangent(value):
-    """The cotangent of an input nothing flowed into (see ``zeros_like_value``)."""
-    return zeros_like_value(value)
 
 
 def zeros_like_value(value):
