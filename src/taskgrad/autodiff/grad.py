@@ -65,10 +65,13 @@ def _check_delayed(obj, what):
         raise TypeError(f"{what} must be a taskgrad Delayed, got {type(obj).__name__}")
 
 
+_key_of = operator.attrgetter("_key")
+
+
 def _make(key, func, args, kwargs, deps, fill_plan=False):
     deps = tuple(deps)
     # positional: grad makes one task per backward edge, and keywords cost here
-    task = Task(key, func, args, kwargs, tuple([d._key for d in deps]), True, "backward", fill_plan)
+    task = Task(key, func, args, kwargs, tuple(map(_key_of, deps)), True, "backward", fill_plan)
     return Delayed(key, task, deps)
 
 
@@ -159,8 +162,8 @@ def _backward(y, wrt, seed, tok):
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
         view = views[key] = _view(nodes[key], nodes)
-        if key in targets or (not is_nondifferentiable(view[0])
-                              and any(dep in active for dep in view[3])):
+        if key in targets or (not active.isdisjoint(view[3])
+                              and not is_nondifferentiable(view[0])):
             active.add(key)
             spec = specs[key] = _shape_spec(view, active)
             valued.update(_value_reads(key, view, spec))
