@@ -222,9 +222,6 @@ def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout
     return Delayed(key, task, tuple(deps.values()), nout)
 
 
-_set = object.__setattr__  # Delayed's own __setattr__ refuses, to keep it immutable
-
-
 class Delayed:
     """A lazy value: the result of a task that has not run yet."""
 
@@ -240,10 +237,12 @@ class Delayed:
             "it: call .compute() first, or use taskgrad.numpy (tnp) to build lazy arrays")
 
     def __init__(self, key, task, dependencies=(), length=None):
-        _set(self, "_key", key)
-        _set(self, "_task", task)
-        _set(self, "_dependencies", dependencies)
-        _set(self, "_length", length)
+        # through the slots' own setters (defined below the class): __setattr__ refuses, to
+        # keep a Delayed immutable, and object.__setattr__ by name costs more (one per node)
+        _set_key(self, key)
+        _set_task(self, task)
+        _set_dependencies(self, dependencies)
+        _set_length(self, length)
 
     # -- identity
     @property
@@ -400,6 +399,12 @@ class Delayed:
         from dask.threaded import get
 
         return get
+
+
+_set_key = Delayed._key.__set__
+_set_task = Delayed._task.__set__
+_set_dependencies = Delayed._dependencies.__set__
+_set_length = Delayed._length.__set__
 
 
 def apply(func, *args, **kwargs):
