@@ -217,8 +217,9 @@ def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout
         key = f"{prefix}-{token}"
     if refs is not None:
         refs = tuple(refs) if deps else ()
-    task = Task(key, func, targs, tkwargs, dependencies=tuple(deps), pure=pure,
-                fill_plan=False if refs is None else refs)
+    # positional: this runs once per node, and keywords cost here
+    task = Task(key, func, targs, tkwargs, tuple(deps), pure, "forward",
+                False if refs is None else refs)
     return Delayed(key, task, tuple(deps.values()), nout)
 
 
@@ -478,19 +479,24 @@ class DelayedAttr(Delayed):
         return (DelayedAttr, (self._obj, self._attr))
 
 
+# the operators' key prefixes (what ``funcname`` gives: ``add``, ``and_``) are read once
+# here, not at every call
 def _binary(op, reflected=False):
+    name = op.__name__
     if reflected:
         def method(self, other):
-            return _make_delayed(op, (other, self), None, pure=False)
+            return _make_delayed(op, (other, self), None, prefix=name)
     else:
         def method(self, other):
-            return _make_delayed(op, (self, other), None, pure=False)
+            return _make_delayed(op, (self, other), None, prefix=name)
     return method
 
 
 def _unary(op):
+    name = op.__name__
+
     def method(self):
-        return _make_delayed(op, (self,), None, pure=False)
+        return _make_delayed(op, (self,), None, prefix=name)
     return method
 
 
