@@ -22,7 +22,7 @@ import operator
 
 import numpy as np
 
-from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
+from .rules import (_CACHES, _COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
                     is_nondifferentiable, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
@@ -93,15 +93,32 @@ def _still_traced(func, ans, args, parents):
     return any(_is_integer(args[i] if j is None else args[i][j]) for i, j, _ in parents)
 
 
+# func -> what apply_primitive reads of the registries for it (see ``_op``); rules.py clears
+# it on every registration
+_OPS = {}
+_CACHES.append(_OPS)
+
+
+def _op(func):
+    """``(composite, writes in place?, rules, whether the rules are a tuple without None)``
+    of ``func``: one lookup per traced call instead of one per registry."""
+    op = _OPS.get(func)
+    if op is None:
+        rules = _RULES.get(func)
+        op = _OPS[func] = (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
+                           type(rules) is tuple and all(r is not None for r in rules))
+    return op
+
+
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
     This runs once per NumPy call in traced code, so it is kept lean.
     """
-    composite = _COMPOSITES.get(func)
+    composite, writes_in_place, rules, every_rule_given = _op(func)
     if composite is not None:  # traced through the operations it is written with
         return composite(*args, **kwargs)
-    if func in _WRITES_IN_PLACE:
+    if writes_in_place:
         raise MissingRuleError(f"{_opname(func)} (it writes into an array in place)",
                                _BUILD_INSTEAD)
     if boxes is None:
@@ -131,7 +148,6 @@ def apply_primitive(func, args, kwargs, boxes=None):
             # several arrays out: no rule form for that, so never drop the trace silently
             raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
-    rules = _RULES.get(func)
     if rules is None:
         if is_nondifferentiable(func):
             return ans
@@ -141,7 +157,8 @@ def apply_primitive(func, args, kwargs, boxes=None):
         for p in parents:
             if p[0] >= n:  # None in the rules says "no gradient"; no entry says no rule
                 raise MissingRuleError(f"{_opname(func)} with respect to its argument {p[0]}")
-        parents = [p for p in parents if rules[p[0]] is not None]
+        if not every_rule_given:
+            parents = [p for p in parents if rules[p[0]] is not None]
     else:
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
