@@ -31,6 +31,7 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
+_SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
 
 
@@ -163,7 +164,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if type(func) is np.ufunc and (kwargs or any(type(a) in _SEQUENCES for a in args)):
+    if type(func) is np.ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
     entry = _SHAPE_ONLY.get(func, NO_SHAPES)
