@@ -233,9 +233,8 @@ def _operator(ufunc, op):
     def method(self, other):
         func = op if type(self._value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
             else ufunc
-        if type(other) is Box:
-            return apply_primitive(func, (self, other), {})
-        return apply_primitive(func, (self, other), {}, [(0, None, self)])
+        boxes = [(0, None, self), (1, None, other)] if type(other) is Box else [(0, None, self)]
+        return apply_primitive(func, (self, other), {}, boxes)
     return method
 
 
