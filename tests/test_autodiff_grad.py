@@ -263,6 +263,38 @@ def test_defvjp_none_marks_an_argument_without_gradient():
     assert (float(gx), float(gn)) == (3.0, 0.0)
 
 
+def test_a_rule_registered_after_tracing_takes_effect():
+    """The tracer caches what the registries say of each function: every registration must
+    reach it, whether it gives, replaces, or removes a gradient, or composes the function."""
+    from taskgrad.autodiff import rules
+
+    @tg.primitive
+    def double(x):
+        return 2.0 * x
+
+    x = tg.delayed(np.ones(3))
+    traced = tg.delayed(lambda a: np.sum(double(a)))
+
+    def gradient():
+        return tg.grad(traced(x), x).compute(scheduler="sync")
+
+    with pytest.raises(MissingRuleError, match="double"):
+        gradient()
+    tg.defvjp(double, lambda ans, a: lambda g: 2.0 * g)
+    np.testing.assert_array_equal(gradient(), [2.0, 2.0, 2.0])
+    tg.defvjp(double, lambda ans, a: lambda g: 3.0 * g)  # deliberately off: the new rule wins
+    np.testing.assert_array_equal(gradient(), [3.0, 3.0, 3.0])
+    tg.defvjp(double, None)
+    np.testing.assert_array_equal(gradient(), [0.0, 0.0, 0.0])
+    rules.defvjp_argnum(double, lambda pos: lambda ans, a: lambda g: 4.0 * g)
+    np.testing.assert_array_equal(gradient(), [4.0, 4.0, 4.0])
+    rules.defcomposite(double, lambda a: a * 5.0)  # deliberately off: traced through a * 5
+    try:
+        np.testing.assert_array_equal(gradient(), [5.0, 5.0, 5.0])
+    finally:
+        del rules._COMPOSITES[double]
+
+
 def test_defvjp_rejects_bad_rules():
     with pytest.raises(TypeError, match="at least one rule"):
         tg.defvjp(np.linalg.det)

@@ -25,6 +25,14 @@ _COMPOSITES = {}
 # None or {position: (positions, ans?)} for the rule of one argument alone (see ``uses_only_shapes``)
 _SHAPE_ONLY = {}
 NO_SHAPES = (frozenset(), False, None)
+# caches their readers keep of what the registries above say (the tracer's summary of each
+# function): every registration clears them, so that a rule registered late takes effect
+_CACHES = []
+
+
+def _registered():
+    for cache in _CACHES:
+        cache.clear()
 
 
 class MissingRuleError(TypeError):
@@ -50,6 +58,7 @@ def defvjp(func, *rules):
     _RULES[func] = tuple(rules)
     _NONDIFF.discard(func)
     _SHAPE_ONLY.pop(func, None)  # new rules may read the values
+    _registered()
     return func
 
 
@@ -57,6 +66,7 @@ def defvjp_argnum(func, maker):
     """Register ``maker(pos)`` -> rule for argument ``pos`` (variadic functions)."""
     _RULES[_key(func)] = maker
     _SHAPE_ONLY.pop(_key(func), None)
+    _registered()
     return func
 
 
@@ -65,6 +75,7 @@ def copy_rules(dst, src):
     _RULES[_key(dst)] = _RULES[_key(src)]
     if _key(src) in _SHAPE_ONLY:
         _SHAPE_ONLY[_key(dst)] = _SHAPE_ONLY[_key(src)]
+    _registered()
 
 
 def uses_only_shapes(func, args=(), ans=False, rule_of=None):
@@ -83,6 +94,7 @@ def uses_only_shapes(func, args=(), ans=False, rule_of=None):
     else:
         _SHAPE_ONLY[key] = (shapes, reads_ans,
                             {**(per_rule or {}), rule_of: (frozenset(args), ans)})
+    _registered()
 
 
 def shape_only_inputs(func, positions=()):
@@ -113,6 +125,7 @@ def nondifferentiable(*funcs):
     """Declare functions whose outputs carry no gradient (comparisons, ``zeros_like``)."""
     for func in funcs:
         _NONDIFF.add(_key(func))
+    _registered()
 
 
 def defcomposite(func, impl):
@@ -122,6 +135,7 @@ def defcomposite(func, impl):
     as a mean of squares, ``np.sort`` as indexing), so no rule is needed.
     """
     _COMPOSITES[func] = impl
+    _registered()
     return impl
 
 

@@ -22,7 +22,7 @@ import operator
 
 import numpy as np
 
-from .rules import (_COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
+from .rules import (_CACHES, _COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
                     is_nondifferentiable, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
@@ -31,6 +31,7 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
+_SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
 
 
@@ -93,15 +94,32 @@ def _still_traced(func, ans, args, parents):
     return any(_is_integer(args[i] if j is None else args[i][j]) for i, j, _ in parents)
 
 
+# func -> what apply_primitive reads of the registries for it (see ``_op``); rules.py clears
+# it on every registration
+_OPS = {}
+_CACHES.append(_OPS)
+
+
+def _op(func):
+    """``(composite, writes in place?, rules, whether the rules are a tuple without None)``
+    of ``func``: one lookup per traced call instead of one per registry."""
+    op = _OPS.get(func)
+    if op is None:
+        rules = _RULES.get(func)
+        op = _OPS[func] = (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
+                           type(rules) is tuple and all(r is not None for r in rules))
+    return op
+
+
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
     This runs once per NumPy call in traced code, so it is kept lean.
     """
-    composite = _COMPOSITES.get(func)
+    composite, writes_in_place, rules, every_rule_given = _op(func)
     if composite is not None:  # traced through the operations it is written with
         return composite(*args, **kwargs)
-    if func in _WRITES_IN_PLACE:
+    if writes_in_place:
         raise MissingRuleError(f"{_opname(func)} (it writes into an array in place)",
                                _BUILD_INSTEAD)
     if boxes is None:
@@ -131,7 +149,6 @@ def apply_primitive(func, args, kwargs, boxes=None):
             # several arrays out: no rule form for that, so never drop the trace silently
             raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
-    rules = _RULES.get(func)
     if rules is None:
         if is_nondifferentiable(func):
             return ans
@@ -141,12 +158,13 @@ def apply_primitive(func, args, kwargs, boxes=None):
         for p in parents:
             if p[0] >= n:  # None in the rules says "no gradient"; no entry says no rule
                 raise MissingRuleError(f"{_opname(func)} with respect to its argument {p[0]}")
-        parents = [p for p in parents if rules[p[0]] is not None]
+        if not every_rule_given:
+            parents = [p for p in parents if rules[p[0]] is not None]
     else:
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if type(func) is np.ufunc and (kwargs or any(type(a) in _SEQUENCES for a in args)):
+    if type(func) is np.ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
     entry = _SHAPE_ONLY.get(func, NO_SHAPES)
@@ -215,9 +233,8 @@ def _operator(ufunc, op):
     def method(self, other):
         func = op if type(self._value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
             else ufunc
-        if type(other) is Box:
-            return apply_primitive(func, (self, other), {})
-        return apply_primitive(func, (self, other), {}, [(0, None, self)])
+        boxes = [(0, None, self), (1, None, other)] if type(other) is Box else [(0, None, self)]
+        return apply_primitive(func, (self, other), {}, boxes)
     return method
 
 
