@@ -12,7 +12,9 @@ and planning are paid once and a step only feeds the values and runs), all on
 
 The data-parallel section splits the batch into two halves: hand-written NumPy
 on the halves one after the other and on two threads (what the same NumPy work
-gets from a second thread on this machine in this run), and the layers graph
+gets from a second thread on this machine in this run), the compiled one-batch
+layers graph run on each half the same way by hand (what taskgrad's own work gets
+from a second thread, without its scheduler), and the layers graph
 with two independent shard branches whose gradients are summed, rebuilt and
 compiled, each on ``"sync"`` and ``"threads"``; and the compiled whole step, SGD
 update included, so that the updates of the parameters run in parallel too
@@ -96,21 +98,22 @@ numpy_step = sgd(numpy_grads)
 _halves_pool = ThreadPoolExecutor(1)
 
 
-def numpy_halves_grads(params, x, onehot, threads):
-    """Hand-written NumPy on two half batches, one after the other or on two threads: the
-    ceiling for any 2-shard data-parallel speed-up on this machine, measured in the same run.
+def halves_grads(grads_fn, params, x, onehot, threads):
+    """``grads_fn`` on two half batches, one after the other or on two threads, averaged.
 
-    On two threads, the second half runs on a pool thread while the calling thread runs the
-    first (measured here: faster than handing both to a pool, one wake-up less per step)."""
+    With hand-written NumPy this is the ceiling for any 2-shard data-parallel speed-up on
+    this machine, measured in the same run.  On two threads, the second half runs on a pool
+    thread while the calling thread runs the first (measured here: faster than handing both
+    to a pool, one wake-up less per step)."""
     half = len(x) // 2
     first, second = (x[:half], onehot[:half]), (x[half:], onehot[half:])
     if threads:
-        pending = _halves_pool.submit(numpy_grads, params, *second)
-        loss_a, grads_a = numpy_grads(params, *first)
+        pending = _halves_pool.submit(grads_fn, params, *second)
+        loss_a, grads_a = grads_fn(params, *first)
         loss_b, grads_b = pending.result()
     else:
-        (loss_a, grads_a), (loss_b, grads_b) = (numpy_grads(params, *first),
-                                                numpy_grads(params, *second))
+        (loss_a, grads_a), (loss_b, grads_b) = (grads_fn(params, *first),
+                                                grads_fn(params, *second))
     return (loss_a + loss_b) / 2, [(a + b) / 2 for a, b in zip(grads_a, grads_b)]
 
 
@@ -273,8 +276,8 @@ def main_table_grads(dtype):
 def parallel_grads(dtype):
     """The rows of the data-parallel section, as gradient functions."""
     impls = {
-        "NumPy 2 halves (one thread)": partial(numpy_halves_grads, threads=False),
-        "NumPy 2 halves (2 threads)": partial(numpy_halves_grads, threads=True),
+        "NumPy 2 halves (one thread)": partial(halves_grads, numpy_grads, threads=False),
+        "NumPy 2 halves (2 threads)": partial(halves_grads, numpy_grads, threads=True),
     }
     for scheduler in ("sync", "threads"):
         impls[f"taskgrad 2 shards rebuilt ({scheduler})"] = \
@@ -282,6 +285,12 @@ def parallel_grads(dtype):
     for scheduler in ("sync", "threads"):
         impls[f"taskgrad 2 shards compiled ({scheduler})"] = \
             compiled_grads(layered_loss, dtype, scheduler, shards=2)
+    # the same work without taskgrad's parallel scheduler: the compiled one-batch graph run
+    # on each half by hand (on "sync"), as NumPy runs above
+    half_step = compiled_grads(layered_loss, dtype)
+    for label, threads in (("one thread", False), ("2 threads", True)):
+        impls[f"taskgrad compiled on 2 halves by hand ({label})"] = \
+            partial(halves_grads, half_step, threads=threads)
     return impls
 
 
@@ -296,6 +305,9 @@ SPEED_UPS = [
      "taskgrad 2 shards compiled, update in graph (threads)"),
     ("ceiling: hand-written NumPy halves, 2 threads vs one",
      "NumPy 2 halves (one thread)", "NumPy 2 halves (2 threads)"),
+    ("taskgrad's work without its scheduler, 2 threads vs one",
+     "taskgrad compiled on 2 halves by hand (one thread)",
+     "taskgrad compiled on 2 halves by hand (2 threads)"),
 ]
 
 
