@@ -329,3 +329,15 @@ def test_feeding_by_position_or_twice_is_a_clear_error():
     with pytest.raises(tg.PlaceholderError, match=r"\['x'\] fed twice"):
         step({"x": 1}, x=2)
     assert step({"x": 1}) == step(x=1) == 2
+
+
+def test_a_folded_output_changed_by_the_caller_changes_no_later_call():
+    a = tg.placeholder("a", shape=(2,))
+    c = tg.delayed(np.eye(2)) * 2.0  # no placeholder feeds it: folded at compile time
+    for scheduler in ("sync", "threads"):
+        step = tg.compile([c, tnp.sum(a) * c], scheduler=scheduler)
+        c_value, _ = step(a=np.ones(2))
+        c_value += 100
+        again, y = step(a=np.ones(2))
+        np.testing.assert_array_equal(again, 2 * np.eye(2))
+        np.testing.assert_array_equal(y, 4 * np.eye(2))

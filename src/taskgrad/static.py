@@ -8,6 +8,7 @@ call: placeholders are literal slots of the prepared plan.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 from .delayed import Delayed, collect_graph, unpack_delayed
@@ -48,6 +49,11 @@ class Compiled:
         default = CLUSTER_COMPILE_PASSES if is_client(scheduler) else COMPILE_PASSES
         self.graph = optimize_graph_(self.source_graph, keys, optimize, default=default,
                                      scheduler=scheduler)
+        # outputs computed once at compile time ("fold"): each call returns a copy, as an
+        # unfolded graph computes a new value each call, so that changing a returned value in
+        # place changes no later call (nor the outputs computed from it)
+        self._folded = [i for i, k in enumerate(keys) if type(self.graph[k]) is Literal
+                        and type(self.source_graph[k]) is not Literal]
         slots = {k: (Literal(k, None) if type(t) is Placeholder else t)
                  for k, t in self.graph.items()}
         with gc_paused():
@@ -88,6 +94,8 @@ class Compiled:
         for name, placeholder in self._declared:
             placeholder.check(named[name])
         values = self._run(named, callbacks)
+        for i in self._folded:
+            values[i] = _fresh(values[i])
         return materialize(self._template, dict(zip(self._keys, values)))
 
     def visualize(self, filename=None, format=None, optimized=True, **kwargs):
@@ -120,6 +128,15 @@ def _placeholders(delayeds):
             seen.add(d._key)
             stack.extend(d._dependencies)
     return found
+
+
+def _fresh(value):
+    """A copy of a folded output, deep (its arrays too); a value that cannot be copied is
+    returned as it is."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - (a lock, a generator): the value itself
+        return value
 
 
 _DEFAULT = object()  # ``optimize`` not given (it means True)
