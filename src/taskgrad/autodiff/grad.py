@@ -156,17 +156,16 @@ def _backward(y, wrt, seed, tok):
 
     nodes = _collect(y)
     order = list(nodes)
-    views = {}
-    specs = {}
+    plans = {}  # active key -> what its backward tasks are built from (see ``_plan``)
+    specs = {}  # (func, active argument positions) -> shape spec, for nodes alike
     active = set()
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
-        view = views[key] = _view(nodes[key], nodes)
-        if key in targets or (not active.isdisjoint(view[3])
-                              and not is_nondifferentiable(view[0])):
+        view = _view(nodes[key], nodes)
+        nondiff = is_nondifferentiable(view[0])
+        if key in targets or (not nondiff and not active.isdisjoint(view[3])):
             active.add(key)
-            spec = specs[key] = _shape_spec(view, active)
-            valued.update(_value_reads(key, view, spec))
+            plans[key] = _plan(key, view, nondiff, active, valued, specs)
 
     metas = {}
 
@@ -196,14 +195,13 @@ def _backward(y, wrt, seed, tok):
                       None, contribs)
         if key in targets:
             found[key] = g
-        func, args, kwargs, deps, refs = views[key]
-        live = [dep for dep in deps if dep in active]
-        if not live or is_nondifferentiable(func):
+        view, live, ruled, kwargs_t, spec = plans[key]
+        if not live:
             continue
-        if has_rules(func):
-            edges = _rule_edges(key, nodes, views[key], live, g, tok, specs[key], meta)
+        if ruled:
+            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta)
         else:
-            edges = _tape_edges(key, nodes, views[key], live, g, tok)
+            edges = _tape_edges(key, nodes, view, live, g, tok, kwargs_t)
         for dep, edge in edges:
             cots.setdefault(dep, []).append(edge)
 
@@ -218,26 +216,33 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _shape_spec(view, active):
-    """``(argument positions, ans?)`` the node's rule tasks may read as ``describe``
-    tasks, or None where they read the forward values as they are (no rules, or
-    dependencies nested in containers)."""
-    func, args, kwargs, deps, refs = view
-    if refs is None or not has_rules(func) or type(_kwargs_template(kwargs)) is Pack:
-        return None
-    return shape_only_inputs(func, [i for i, k in refs if k in active])
+def _plan(key, view, nondiff, active, valued, specs):
+    """What both passes need of active node ``key``, found once: ``(view, live, has rules?,
+    kwargs template, spec)``; adds to ``valued`` the forward values its backward tasks read.
 
-
-def _value_reads(key, view, spec):
-    """The forward keys whose values (not only shapes) node ``key``'s backward tasks read."""
+    ``live`` are the active dependencies its cotangent flows to (none through a
+    nondifferentiable function).  ``spec`` is None where its backward tasks read the
+    forward values as they are (no rules, or dependencies nested in containers), else
+    ``(active argument positions, shape-only positions, ans shape-only?)``: what
+    ``shape_only_inputs`` says of those positions, asked once per function and positions.
+    """
     func, args, kwargs, deps, refs = view
+    live = [] if nondiff else [dep for dep in deps if dep in active]
+    ruled = has_rules(func)
+    kwargs_t = _kwargs_template(kwargs)
+    if refs is None or not ruled or type(kwargs_t) is Pack:
+        valued.add(key)
+        valued.update(deps)
+        return view, live, ruled, kwargs_t, None
+    positions = tuple([i for i, k in refs if k in active])
+    spec = specs.get((func, positions))
     if spec is None:
-        return (key, *deps)
-    shape_args, shape_ans = spec
-    reads = [k for i, k in refs if i not in shape_args]
+        spec = specs[func, positions] = (positions, *shape_only_inputs(func, positions))
+    positions, shape_args, shape_ans = spec
+    valued.update([k for i, k in refs if i not in shape_args])
     if not shape_ans:
-        reads.append(key)
-    return reads
+        valued.add(key)
+    return view, live, ruled, kwargs_t, spec
 
 
 def _kwargs_template(kwargs):
@@ -253,7 +258,7 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
+def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
@@ -267,11 +272,11 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
             return []  # cast to integers: no gradient, as for astype(int)
         args, kwargs = _ufunc_call(func, args, kwargs, key)
         view = (func, args, kwargs, deps, refs)
-    kwargs_t = _kwargs_template(kwargs)
+        kwargs_t = _kwargs_template(kwargs)
     if spec is None:
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
     # arguments only at top level (the common case): one pass over them
-    shape_args, shape_ans = spec
+    _, shape_args, shape_ans = spec
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
     reads = [g, ans]
@@ -340,7 +345,7 @@ def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
     return edges
 
 
-def _tape_edges(key, nodes, view, live, g, tok):
+def _tape_edges(key, nodes, view, live, g, tok, kwargs_t):
     """A tape task (the traced forward) and one ``tape_vjp`` task for a node without rules."""
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
@@ -352,7 +357,7 @@ def _tape_edges(key, nodes, view, live, g, tok):
     spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
     which = ".".join(str(deps.index(dep)) for dep in live)
     tape = _make(f"tape-{key}-{which}", trace_forward,
-                 (spec, func, _kwargs_template(kwargs), *args), None,
+                 (spec, func, kwargs_t, *args), None,
                  _dep_delayeds(deps, nodes))
     back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
     if len(live) == 1:
