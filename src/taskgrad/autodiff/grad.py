@@ -68,10 +68,14 @@ def _check_delayed(obj, what):
 _key_of = operator.attrgetter("_key")
 
 
-def _make(key, func, args, kwargs, deps, fill_plan=False):
+def _make(key, func, args, kwargs, deps, fill_plan=False, dep_keys=None):
+    """A backward task as a Delayed; ``dep_keys`` are the keys of ``deps`` when the
+    caller has them (the edges of one node share them)."""
     deps = tuple(deps)
+    if dep_keys is None:
+        dep_keys = tuple(map(_key_of, deps))
     # positional: grad makes one task per backward edge, and keywords cost here
-    task = Task(key, func, args, kwargs, tuple(map(_key_of, deps)), True, "backward", fill_plan)
+    task = Task(key, func, args, kwargs, dep_keys, True, "backward", fill_plan)
     return Delayed(key, task, deps)
 
 
@@ -182,6 +186,7 @@ def _backward(y, wrt, seed, tok):
                                  ((0, k),))
         return d
 
+    rules = {}  # (func, active argument positions) -> their rules, for nodes alike
     found = {}
     cots = {y._key: [seed]} if y._key in active else {}
     for key in reversed(order):
@@ -199,7 +204,7 @@ def _backward(y, wrt, seed, tok):
         if not live:
             continue
         if ruled:
-            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta)
+            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules)
         else:
             edges = _tape_edges(key, nodes, view, live, g, tok, kwargs_t)
         for dep, edge in edges:
@@ -258,12 +263,13 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
+def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
     the task reads its ``describe`` task instead (``meta``), so the forward
-    value is not kept alive for the backward pass.
+    value is not kept alive for the backward pass.  ``rules`` keeps the rules
+    found per function and active positions, for the nodes alike.
     """
     func, args, kwargs, deps, refs = view
     if type(func) is np.ufunc and (kwargs or list in map(type, args)):
@@ -276,32 +282,32 @@ def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
     if spec is None:
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
     # arguments only at top level (the common case): one pass over them
-    _, shape_args, shape_ans = spec
+    positions, shape_args, shape_ans = spec
+    rule_at = rules.get((func, positions))
+    if rule_at is None:
+        rule_at = rules[func, positions] = {i: _rule(func, i, key) for i in positions}
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
-    reads = [g, ans]
-    read_keys = {g._key, ans._key}
-    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(positions, kwargs, g, ans, *args)
+    reads = {g._key: g, ans._key: ans}  # key -> Delayed, in the order the task reads them
+    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(places, kwargs, g, ans, *args)
+    places = {}  # active dependency -> the (rule, position, None) of each place it fills
     for i, k in refs:
         d = meta(k) if i in shape_args else nodes[k]
         dk = d._key
         if dk != k:
             new_args[i] = Ref(dk)
         plan.append((i + 4, dk))
-        if dk not in read_keys:
-            read_keys.add(dk)
-            reads.append(d)
+        reads.setdefault(dk, d)
+        rule = rule_at.get(i)
+        if rule is not None:
+            places.setdefault(k, []).append((rule, i, None))
     head = (kwargs_t, Ref(g._key), Ref(ans._key), *new_args)
     plan = tuple(plan)
-    positions = {}  # active dependency -> the (rule, position, None) of each place it fills
-    for i, k in refs:
-        if k in live:
-            rule = _rule(func, i, key)
-            if rule is not None:
-                positions.setdefault(k, []).append((rule, i, None))
+    read_keys = tuple(reads)
+    reads = tuple(reads.values())
     return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                        (tuple(positions[dep]), *head), None, reads, plan))
-            for dep in live if dep in positions]
+                        (tuple(places[dep]), *head), None, reads, plan, read_keys))
+            for dep in live if dep in places]
 
 
 def _ufunc_call(func, args, kwargs, key):
