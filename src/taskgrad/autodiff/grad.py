@@ -68,10 +68,14 @@ def _check_delayed(obj, what):
 _key_of = operator.attrgetter("_key")
 
 
-def _make(key, func, args, kwargs, deps, fill_plan=False):
+def _make(key, func, args, kwargs, deps, fill_plan=False, dep_keys=None):
+    """A backward task as a Delayed; ``dep_keys`` are the keys of ``deps`` when the
+    caller has them (the edges of one node share them)."""
     deps = tuple(deps)
+    if dep_keys is None:
+        dep_keys = tuple(map(_key_of, deps))
     # positional: grad makes one task per backward edge, and keywords cost here
-    task = Task(key, func, args, kwargs, tuple(map(_key_of, deps)), True, "backward", fill_plan)
+    task = Task(key, func, args, kwargs, dep_keys, True, "backward", fill_plan)
     return Delayed(key, task, deps)
 
 
@@ -156,17 +160,16 @@ def _backward(y, wrt, seed, tok):
 
     nodes = _collect(y)
     order = list(nodes)
-    views = {}
-    specs = {}
+    plans = {}  # active key -> what its backward tasks are built from (see ``_plan``)
+    specs = {}  # (func, active argument positions) -> shape spec, for nodes alike
     active = set()
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
-        view = views[key] = _view(nodes[key], nodes)
-        if key in targets or (not active.isdisjoint(view[3])
-                              and not is_nondifferentiable(view[0])):
+        view = _view(nodes[key], nodes)
+        nondiff = is_nondifferentiable(view[0])
+        if key in targets or (not nondiff and not active.isdisjoint(view[3])):
             active.add(key)
-            spec = specs[key] = _shape_spec(view, active)
-            valued.update(_value_reads(key, view, spec))
+            plans[key] = _plan(key, view, nondiff, active, valued, specs)
 
     metas = {}
 
@@ -183,6 +186,7 @@ def _backward(y, wrt, seed, tok):
                                  ((0, k),))
         return d
 
+    rules = {}  # (func, active argument positions) -> their rules, for nodes alike
     found = {}
     cots = {y._key: [seed]} if y._key in active else {}
     for key in reversed(order):
@@ -196,14 +200,13 @@ def _backward(y, wrt, seed, tok):
                       None, contribs)
         if key in targets:
             found[key] = g
-        func, args, kwargs, deps, refs = views[key]
-        live = [dep for dep in deps if dep in active]
-        if not live or is_nondifferentiable(func):
+        view, live, ruled, kwargs_t, spec = plans[key]
+        if not live:
             continue
-        if has_rules(func):
-            edges = _rule_edges(key, nodes, views[key], live, g, tok, specs[key], meta)
+        if ruled:
+            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules)
         else:
-            edges = _tape_edges(key, nodes, views[key], live, g, tok)
+            edges = _tape_edges(key, nodes, view, live, g, tok, kwargs_t)
         for dep, edge in edges:
             cots.setdefault(dep, []).append(edge)
 
@@ -218,26 +221,33 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _shape_spec(view, active):
-    """``(argument positions, ans?)`` the node's rule tasks may read as ``describe``
-    tasks, or None where they read the forward values as they are (no rules, or
-    dependencies nested in containers)."""
-    func, args, kwargs, deps, refs = view
-    if refs is None or not has_rules(func) or type(_kwargs_template(kwargs)) is Pack:
-        return None
-    return shape_only_inputs(func, [i for i, k in refs if k in active])
+def _plan(key, view, nondiff, active, valued, specs):
+    """What both passes need of active node ``key``, found once: ``(view, live, has rules?,
+    kwargs template, spec)``; adds to ``valued`` the forward values its backward tasks read.
 
-
-def _value_reads(key, view, spec):
-    """The forward keys whose values (not only shapes) node ``key``'s backward tasks read."""
+    ``live`` are the active dependencies its cotangent flows to (none through a
+    nondifferentiable function).  ``spec`` is None where its backward tasks read the
+    forward values as they are (no rules, or dependencies nested in containers), else
+    ``(active argument positions, shape-only positions, ans shape-only?)``: what
+    ``shape_only_inputs`` says of those positions, asked once per function and positions.
+    """
     func, args, kwargs, deps, refs = view
+    live = [] if nondiff else [dep for dep in deps if dep in active]
+    ruled = has_rules(func)
+    kwargs_t = _kwargs_template(kwargs)
+    if refs is None or not ruled or type(kwargs_t) is Pack:
+        valued.add(key)
+        valued.update(deps)
+        return view, live, ruled, kwargs_t, None
+    positions = tuple([i for i, k in refs if k in active])
+    spec = specs.get((func, positions))
     if spec is None:
-        return (key, *deps)
-    shape_args, shape_ans = spec
-    reads = [k for i, k in refs if i not in shape_args]
+        spec = specs[func, positions] = (positions, *shape_only_inputs(func, positions))
+    positions, shape_args, shape_ans = spec
+    valued.update([k for i, k in refs if i not in shape_args])
     if not shape_ans:
-        reads.append(key)
-    return reads
+        valued.add(key)
+    return view, live, ruled, kwargs_t, spec
 
 
 def _kwargs_template(kwargs):
@@ -253,12 +263,13 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
+def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
     the task reads its ``describe`` task instead (``meta``), so the forward
-    value is not kept alive for the backward pass.
+    value is not kept alive for the backward pass.  ``rules`` keeps the rules
+    found per function and active positions, for the nodes alike.
     """
     func, args, kwargs, deps, refs = view
     if type(func) is np.ufunc and (kwargs or list in map(type, args)):
@@ -267,36 +278,36 @@ def _rule_edges(key, nodes, view, live, g, tok, spec, meta):
             return []  # cast to integers: no gradient, as for astype(int)
         args, kwargs = _ufunc_call(func, args, kwargs, key)
         view = (func, args, kwargs, deps, refs)
-    kwargs_t = _kwargs_template(kwargs)
+        kwargs_t = _kwargs_template(kwargs)
     if spec is None:
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
     # arguments only at top level (the common case): one pass over them
-    shape_args, shape_ans = spec
+    positions, shape_args, shape_ans = spec
+    rule_at = rules.get((func, positions))
+    if rule_at is None:
+        rule_at = rules[func, positions] = {i: _rule(func, i, key) for i in positions}
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
-    reads = [g, ans]
-    read_keys = {g._key, ans._key}
-    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(positions, kwargs, g, ans, *args)
+    reads = {g._key: g, ans._key: ans}  # key -> Delayed, in the order the task reads them
+    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(places, kwargs, g, ans, *args)
+    places = {}  # active dependency -> the (rule, position, None) of each place it fills
     for i, k in refs:
         d = meta(k) if i in shape_args else nodes[k]
         dk = d._key
         if dk != k:
             new_args[i] = Ref(dk)
         plan.append((i + 4, dk))
-        if dk not in read_keys:
-            read_keys.add(dk)
-            reads.append(d)
+        reads.setdefault(dk, d)
+        rule = rule_at.get(i)
+        if rule is not None:
+            places.setdefault(k, []).append((rule, i, None))
     head = (kwargs_t, Ref(g._key), Ref(ans._key), *new_args)
     plan = tuple(plan)
-    positions = {}  # active dependency -> the (rule, position, None) of each place it fills
-    for i, k in refs:
-        if k in live:
-            rule = _rule(func, i, key)
-            if rule is not None:
-                positions.setdefault(k, []).append((rule, i, None))
+    read_keys = tuple(reads)
+    reads = tuple(reads.values())
     return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                        (tuple(positions[dep]), *head), None, reads, plan))
-            for dep in live if dep in positions]
+                        (tuple(places[dep]), *head), None, reads, plan, read_keys))
+            for dep in live if dep in places]
 
 
 def _ufunc_call(func, args, kwargs, key):
@@ -340,7 +351,7 @@ def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
     return edges
 
 
-def _tape_edges(key, nodes, view, live, g, tok):
+def _tape_edges(key, nodes, view, live, g, tok, kwargs_t):
     """A tape task (the traced forward) and one ``tape_vjp`` task for a node without rules."""
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
@@ -352,7 +363,7 @@ def _tape_edges(key, nodes, view, live, g, tok):
     spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
     which = ".".join(str(deps.index(dep)) for dep in live)
     tape = _make(f"tape-{key}-{which}", trace_forward,
-                 (spec, func, _kwargs_template(kwargs), *args), None,
+                 (spec, func, kwargs_t, *args), None,
                  _dep_delayeds(deps, nodes))
     back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
     if len(live) == 1:
