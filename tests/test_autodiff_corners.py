@@ -380,3 +380,21 @@ def test_python_numbers_in_a_traced_function_keep_pythons_arithmetic(value, body
     y = tg.delayed(body)(x)
     with_grad, _ = tg.compute(y, tg.grad(y, x), scheduler="sync")
     assert with_grad == y.compute(scheduler="sync") == body(value)
+
+
+def test_a_gradient_with_respect_to_a_dataclass_value_says_so():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Params:
+        W: np.ndarray
+        b: float
+
+    @tg.delayed
+    def loss(p):
+        return np.sum((p.W @ np.ones(2) + p.b) ** 2)
+
+    params = tg.delayed(Params(np.eye(2), 0.5))
+    with pytest.raises(MissingRuleError, match="Params dataclass, whose values are not "
+                                               "differentiable.*namedtuple or dict"):
+        tg.grad(loss(params), params).compute()

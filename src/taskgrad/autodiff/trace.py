@@ -402,6 +402,12 @@ class Box:
             return _DICT_READS[name](self, base)
         if not name.startswith("_") and hasattr(np.ndarray, name):
             raise MissingRuleError(f"ndarray.{name}")
+        if dataclasses.is_dataclass(base) and not name.startswith("__"):
+            raise MissingRuleError(
+                f"getattr (field {name!r} of a {type(base).__name__} dataclass, whose values "
+                "are not differentiable)", "differentiate with respect to a namedtuple or dict "
+                "of arrays, or to the fields as Delayeds (a dataclass of Delayeds is a fine "
+                "argument)")
         raise AttributeError(f"traced value has no attribute {name!r}")
 
     # -- methods
