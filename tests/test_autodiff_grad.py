@@ -295,61 +295,6 @@ def test_a_rule_registered_after_tracing_takes_effect():
         del rules._COMPOSITES[double]
 
 
-@tg.primitive
-def _cube(x):
-    return x ** 3
-
-
-tg.defvjp(_cube, lambda ans, x: lambda g: g * 3 * x ** 2)
-
-
-def test_a_primitive_pickles_as_the_one_its_module_registered_rules_on():
-    import cloudpickle
-
-    from taskgrad.autodiff.trace import _named_primitive
-
-    assert cloudpickle.loads(cloudpickle.dumps(_cube)) is _cube
-    # where its module does not hold it (a worker that did not import the script), a copy:
-    # tracing through it names the problem instead of only asking for a rule
-    copy = _named_primitive("no_such_module", "_cube", _cube.__wrapped__)
-    x = tg.delayed(np.ones(2))
-    traced = tg.delayed(lambda a: np.sum(copy(a)))
-    with pytest.raises(MissingRuleError, match="sent to this process as a copy"):
-        tg.grad(traced(x), x).compute(scheduler="sync")
-
-
-def test_a_primitive_defined_in_the_main_script_keeps_its_rule_on_processes(tmp_path):
-    """Worker processes import the script again; the tasks must use the primitive that
-    registered its rule there, not a copy of it (which has none)."""
-    import subprocess
-    import sys
-    import textwrap
-
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent("""
-        import numpy as np
-        import taskgrad as tg
-
-        @tg.primitive
-        def cube(x):
-            return x ** 3
-
-        tg.defvjp(cube, lambda ans, x: lambda g: g * 3 * x ** 2)
-
-        @tg.delayed
-        def f(x):
-            return np.sum(cube(x))
-
-        if __name__ == "__main__":
-            x = tg.delayed(np.array([1.0, 2.0]))
-            print(tg.grad(f(x), x).compute(scheduler="processes", num_workers=1).tolist())
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[3.0, 12.0]"
-
-
 def test_defvjp_rejects_bad_rules():
     with pytest.raises(TypeError, match="at least one rule"):
         tg.defvjp(np.linalg.det)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import itertools
 import operator
-import sys
 
 import numpy as np
 
@@ -153,11 +152,6 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if rules is None:
         if is_nondifferentiable(func):
             return ans
-        if getattr(func, "unregistered_copy", False):
-            raise MissingRuleError(
-                f"{_opname(func)} (a tg.primitive sent to this process as a copy: its rules "
-                "were registered on the original)", "define it, and register its rules, at "
-                "the top level of a module the worker imports (a .py file, not a notebook)")
         raise MissingRuleError(_opname(func))
     if type(rules) is tuple:
         n = len(rules)
@@ -205,58 +199,17 @@ def _opname(func):
     return f"{module}.{name}" if module else name
 
 
-class Primitive:
-    """A helper function made traceable: called on Boxes, it is recorded as one op.
+def primitive(func):
+    """Make a helper function traceable: called on Boxes, it is recorded as one op."""
 
-    A class, not a closure, for the way it pickles: by the name its module gives it when
-    the process that loads it has that module (a worker process imports the user's
-    ``__main__`` script again, and so registers the rules again), so that the rules
-    registered on it there apply; cloudpickle would otherwise send a ``__main__``
-    function as a copy, which no rule is registered on.
-    """
-
-    def __init__(self, func):
-        functools.update_wrapper(self, func)
-
-    def __call__(self, *args, **kwargs):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
         boxes = _find_boxes(args)
         if boxes:
-            return apply_primitive(self, args, kwargs, boxes)
-        return self.__wrapped__(*args, **kwargs)
+            return apply_primitive(wrapper, args, kwargs, boxes)
+        return func(*args, **kwargs)
 
-    def __get__(self, obj, owner=None):
-        """As a method, bound to its instance (as the function it wraps would be)."""
-        return self if obj is None else functools.partial(self, obj)
-
-    def __repr__(self):
-        return f"<taskgrad primitive {self.__module__}.{self.__qualname__}>"
-
-    def __reduce__(self):
-        return (_named_primitive, (self.__module__, self.__qualname__, self.__wrapped__))
-
-
-def _named_primitive(module, qualname, func):
-    """The primitive ``module`` holds under ``qualname`` if it wraps the same code (rules
-    are registered on it), else a new one wrapping ``func``."""
-    found = getattr(sys.modules.get(module), qualname, None)
-    if type(found) is Primitive and _same_code(found.__wrapped__, func):
-        return found
-    copy = Primitive(func)
-    copy.unregistered_copy = True  # (its rules were registered on another object)
-    return copy
-
-
-def _same_code(a, b):
-    if a is b:
-        return True
-    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
-    return code_a is not None and code_b is not None and code_a.co_code == code_b.co_code
-
-
-def primitive(func):
-    """Make a helper function traceable: called on Boxes, it is recorded as one op, so that
-    rules registered on it (``tg.defvjp``) apply inside traced code."""
-    return Primitive(func)
+    return wrapper
 
 
 @primitive
