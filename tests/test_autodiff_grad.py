@@ -295,6 +295,27 @@ def test_a_rule_registered_after_tracing_takes_effect():
         del rules._COMPOSITES[double]
 
 
+def test_tracing_keeps_no_unregistered_function_alive():
+    """The tracer's cache holds only functions the registries hold anyway."""
+    import gc
+    import weakref
+
+    x = tg.delayed(np.arange)(3.0)
+
+    def traced_once():
+        @tg.primitive
+        def twice(v):
+            return v * 2
+
+        with pytest.raises(MissingRuleError):
+            tg.grad(tg.delayed(lambda v: np.sum(twice(v)))(x), x).compute(scheduler="sync")
+        return weakref.ref(twice)
+
+    ref = traced_once()
+    gc.collect()
+    assert ref() is None
+
+
 def test_defvjp_rejects_bad_rules():
     with pytest.raises(TypeError, match="at least one rule"):
         tg.defvjp(np.linalg.det)

@@ -106,8 +106,11 @@ def _op(func):
     op = _OPS.get(func)
     if op is None:
         rules = _RULES.get(func)
-        op = _OPS[func] = (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
-                           type(rules) is tuple and all(r is not None for r in rules))
+        composite = _COMPOSITES.get(func)
+        op = (composite, func in _WRITES_IN_PLACE, rules,
+              type(rules) is tuple and all(r is not None for r in rules))
+        if rules is not None or composite is not None:  # (the registry keeps func alive
+            _OPS[func] = op  # anyway; caching others would keep every function ever traced)
     return op
 
 
