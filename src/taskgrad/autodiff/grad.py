@@ -30,7 +30,7 @@ from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
-from .rules import (MissingRuleError, has_rules, is_nondifferentiable, rule_for,
+from .rules import (_CACHES, MissingRuleError, has_rules, is_nondifferentiable, rule_for,
                     shape_only_inputs, ufunc_call_for_rules)
 
 __all__ = ["grad", "vjp"]
@@ -66,6 +66,12 @@ def _check_delayed(obj, what):
 
 
 _key_of = operator.attrgetter("_key")
+
+# (func, active argument positions) -> shape spec (see ``_plan``), and -> {position: rule}:
+# what the registry says of a call, asked once for every graph; registrations clear them
+_SPECS = {}
+_EDGE_RULES = {}
+_CACHES.extend([_SPECS, _EDGE_RULES])
 
 
 def _make(key, func, args, kwargs, deps, fill_plan=False, dep_keys=None):
@@ -161,7 +167,6 @@ def _backward(y, wrt, seed, tok):
     nodes = _collect(y)
     order = list(nodes)
     plans = {}  # active key -> what its backward tasks are built from (see ``_plan``)
-    specs = {}  # (func, active argument positions) -> shape spec, for nodes alike
     active = set()
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
     for key in order:
@@ -169,7 +174,7 @@ def _backward(y, wrt, seed, tok):
         nondiff = is_nondifferentiable(view[0])
         if key in targets or (not nondiff and not active.isdisjoint(view[3])):
             active.add(key)
-            plans[key] = _plan(key, view, nondiff, active, valued, specs)
+            plans[key] = _plan(key, view, nondiff, active, valued)
 
     metas = {}
 
@@ -186,7 +191,6 @@ def _backward(y, wrt, seed, tok):
                                  ((0, k),))
         return d
 
-    rules = {}  # (func, active argument positions) -> their rules, for nodes alike
     found = {}
     cots = {y._key: [seed]} if y._key in active else {}
     for key in reversed(order):
@@ -204,7 +208,7 @@ def _backward(y, wrt, seed, tok):
         if not live:
             continue
         if ruled:
-            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules)
+            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta)
         else:
             edges = _tape_edges(key, nodes, view, live, g, tok, kwargs_t)
         for dep, edge in edges:
@@ -221,7 +225,7 @@ def _backward(y, wrt, seed, tok):
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
 
 
-def _plan(key, view, nondiff, active, valued, specs):
+def _plan(key, view, nondiff, active, valued):
     """What both passes need of active node ``key``, found once: ``(view, live, has rules?,
     kwargs template, spec)``; adds to ``valued`` the forward values its backward tasks read.
 
@@ -240,9 +244,9 @@ def _plan(key, view, nondiff, active, valued, specs):
         valued.update(deps)
         return view, live, ruled, kwargs_t, None
     positions = tuple([i for i, k in refs if k in active])
-    spec = specs.get((func, positions))
+    spec = _SPECS.get((func, positions))
     if spec is None:
-        spec = specs[func, positions] = (positions, *shape_only_inputs(func, positions))
+        spec = _SPECS[func, positions] = (positions, *shape_only_inputs(func, positions))
     positions, shape_args, shape_ans = spec
     valued.update([k for i, k in refs if i not in shape_args])
     if not shape_ans:
@@ -263,13 +267,12 @@ def _dep_delayeds(keys, nodes):
     return [nodes[k] for k in keys]
 
 
-def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules):
+def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
     the task reads its ``describe`` task instead (``meta``), so the forward
-    value is not kept alive for the backward pass.  ``rules`` keeps the rules
-    found per function and active positions, for the nodes alike.
+    value is not kept alive for the backward pass.
     """
     func, args, kwargs, deps, refs = view
     if type(func) is np.ufunc and (kwargs or list in map(type, args)):
@@ -283,9 +286,9 @@ def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta, rules):
         return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
     # arguments only at top level (the common case): one pass over them
     positions, shape_args, shape_ans = spec
-    rule_at = rules.get((func, positions))
+    rule_at = _EDGE_RULES.get((func, positions))
     if rule_at is None:
-        rule_at = rules[func, positions] = {i: _rule(func, i, key) for i in positions}
+        rule_at = _EDGE_RULES[func, positions] = {i: _rule(func, i, key) for i in positions}
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
     reads = {g._key: g, ans._key: ans}  # key -> Delayed, in the order the task reads them
