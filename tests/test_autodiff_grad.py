@@ -625,3 +625,35 @@ def test_a_rule_registered_again_replaces_the_one_grad_used_before():
     assert tg.grad(scale(x), x).compute(scheduler="sync") == 5.0
     rules.uses_only_shapes(scale.__wrapped__, args=(0,))
     assert tg.grad(scale(x), x).compute(scheduler="sync") == 5.0
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_the_order_compute_finds_in_one_walk_is_the_graphs_postorder(traced):
+    """A backward graph (describe tasks hoisted after their inputs; traced layers whose
+    forward values are read from their tapes) is ordered as graph.postorder orders it,
+    before and after the tapes are fused."""
+    from taskgrad.autodiff.fuse_tape import fuse_tapes
+    from taskgrad.delayed import collect_graph, collect_in_order
+    from taskgrad.graph import postorder
+    from taskgrad.optimize import optimize_in_order
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))
+    W1, W2 = tg.delayed(rng.normal(size=(4, 3))), tg.delayed(rng.normal(size=(3, 2)))
+    if traced:
+        layer = tg.delayed(lambda a, W: np.tanh(a @ W))
+        loss = tg.delayed(lambda h: np.sum(h ** 2))(layer(layer(x, W1), W2))
+    else:
+        loss = tnp.sum(tnp.tanh(tnp.tanh(x @ W1) @ W2) ** 2)
+    outs = [loss, *tg.grad(loss, [W1, W2])]
+    keys = [d.key for d in outs]
+    graph, order = collect_in_order(outs)
+    assert graph == collect_graph(outs)
+    assert order == postorder(graph, keys)
+    fused, fused_order = optimize_in_order(graph, order, keys)
+    assert {k: repr(t) for k, t in fused.items()} == \
+        {k: repr(t) for k, t in fuse_tapes(graph).items()}
+    assert fused_order == postorder(fused, keys)  # (each tape moved before its value)
+    for a, b in zip(tg.compute(*outs, scheduler="sync"),
+                    tg.compute(*outs, scheduler="sync", optimize_graph=["cull"])):
+        np.testing.assert_array_equal(a, b)  # (ordered by postorder after the pass)

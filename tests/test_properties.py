@@ -71,3 +71,17 @@ def test_random_dags_same_on_processes(dag):
 @given(dag=random_dag())
 def test_random_dags_same_on_distributed(dask_client, dag):
     assert tg.compute(*build(*dag), scheduler=dask_client) == evaluate(*dag)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_dag())
+def test_one_walk_collects_the_graph_and_its_postorder(dag):
+    """compute collects a graph and orders it in one walk of the Delayeds: the same graph
+    as collect_graph, in the same order as graph.postorder."""
+    from taskgrad.delayed import collect_graph, collect_in_order
+    from taskgrad.graph import postorder
+
+    outs = build(*dag)
+    graph, order = collect_in_order(outs)
+    assert graph == collect_graph(outs)
+    assert order == postorder(graph, list(dict.fromkeys(d.key for d in outs)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .delayed import Delayed, collect_graph, unpack_delayed
+from .delayed import Delayed, collect_in_order, unpack_delayed
 from .gcpause import gc_paused
 from .graph import Literal, materialize
 from .schedulers import get
@@ -19,15 +19,15 @@ def compute(*objs, scheduler=None, num_workers=None, optimize_graph=True, callba
     template, found = unpack_delayed(objs)
     if not found:
         return tuple(objs)
-    with gc_paused():
-        graph = collect_graph(found.values())
-    if optimize_graph:
-        from .optimize import optimize
-
-        graph = optimize(graph, list(found), optimize_graph)
     keys = list(found)
+    with gc_paused():
+        graph, order = collect_in_order(found.values())
+    if optimize_graph:
+        from .optimize import optimize_in_order
+
+        graph, order = optimize_in_order(graph, order, keys, optimize_graph)
     values = get(graph, keys, scheduler=scheduler, num_workers=num_workers,
-                 callbacks=callbacks)
+                 callbacks=callbacks, order=order)
     return tuple(materialize(template, dict(zip(keys, values))))
 
 

@@ -275,7 +275,15 @@ def run_early(func):
     return func
 
 
-def _hoist_early(order, graph, early):
+def is_early(task):
+    """Whether ``task`` runs a ``run_early`` function."""
+    try:
+        return task.func in _EARLY
+    except TypeError:  # an unhashable callable is never marked
+        return False
+
+
+def hoist_early(order, graph, early):
     """``order`` with each of the ``early`` keys just after its last dependency.
 
     A key at index ``i`` gets the rank ``i * step``; an early key the rank of
@@ -322,11 +330,8 @@ def postorder(graph, roots):
             if known is None:
                 state[key] = False
                 task = graph[key]
-                try:
-                    if task.func in _EARLY:
-                        early.append(key)
-                except TypeError:  # an unhashable callable is never marked
-                    pass
+                if is_early(task):
+                    early.append(key)
                 pushed = False
                 for dep in reversed(task.dependencies):
                     seen = state.get(dep)
@@ -344,7 +349,7 @@ def postorder(graph, roots):
             if not known:
                 state[key] = True
                 order.append(key)
-    return _hoist_early(order, graph, early) if early else order
+    return hoist_early(order, graph, early) if early else order
 
 
 def count_readers(tasks):

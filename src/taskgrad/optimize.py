@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .autodiff.fuse_tape import fuse_tapes
+from .autodiff.fuse_tape import fuse_tapes, fuse_tapes_in_order
 from .gcpause import gc_paused
 from .passes import cse, cull, fold_constants, fuse, inline
 
 __all__ = ["PASSES", "COMPUTE_PASSES", "COMPILE_PASSES", "CLUSTER_COMPILE_PASSES", "optimize",
-           "select_passes"]
+           "optimize_in_order", "select_passes"]
 
 PASSES = ("cull", "cse", "fold", "inline", "fuse")
 COMPUTE_PASSES = ()
@@ -85,3 +85,12 @@ def optimize(graph, keys, passes=True, *, default=COMPUTE_PASSES, scheduler="syn
         with gc_paused():  # the other passes only build acyclic bookkeeping
             graph = steps[name](graph, keys)
     return graph
+
+
+def optimize_in_order(graph, order, keys, passes=True):
+    """``optimize`` for a graph whose order (dependencies first) is known: ``(graph,
+    order)``, with the order kept through the tape fusion, or None where passes ran (they
+    rewrite the graph, so its order has to be found again)."""
+    if select_passes(passes):
+        return optimize(graph, keys, passes), None
+    return fuse_tapes_in_order(graph, order)

@@ -40,12 +40,14 @@ def executor_for(kind, num_workers=None):
     return ThreadExecutor(num_workers) if kind == "threads" else ProcessExecutor(num_workers)
 
 
-def get(graph, keys, scheduler=None, num_workers=None, callbacks=None):
-    """Compute ``keys`` of ``graph`` (key -> Task) and return their values in order."""
+def get(graph, keys, scheduler=None, num_workers=None, callbacks=None, order=None):
+    """Compute ``keys`` of ``graph`` (key -> Task) and return their values in order.
+
+    ``order``, when known, lists what ``keys`` need in ``graph.postorder``'s order."""
     kind = resolve(scheduler, num_workers)
     if kind == "client":
         return run_distributed(graph, keys, scheduler)
     callbacks = active(callbacks)
     if kind == "sync":
-        return run_sync(graph, keys, callbacks)
-    return run_parallel(graph, keys, executor_for(kind, num_workers), callbacks)
+        return run_sync(graph, keys, callbacks, order)
+    return run_parallel(graph, keys, executor_for(kind, num_workers), callbacks, order=order)

@@ -84,10 +84,12 @@ def start_callbacks(callbacks, graph):
             raise
 
 
-def run_sync(graph, keys, callbacks=()):
-    """Run in the calling thread, in depth-first order; exceptions keep their traceback."""
+def run_sync(graph, keys, callbacks=(), order=None):
+    """Run in the calling thread, in depth-first order (``order`` when known: what ``keys``
+    need, dependencies first); exceptions keep their traceback."""
     with gc_paused():
-        order = postorder(graph, keys)
+        if order is None:
+            order = postorder(graph, keys)
         wanted = set(keys)
         remaining = count_readers(map(graph.__getitem__, order))
     results = {}
@@ -123,15 +125,16 @@ def run_sync(graph, keys, callbacks=()):
     return [results[k] for k in keys]
 
 
-def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None):
+def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None, order=None):
     """Run ``graph`` on ``executor``'s workers and return the values of ``keys`` in order.
 
     A ``plan`` prepared earlier (``Plan(graph, keys)``) may be reused; ``values``
-    then replaces the values of some of its literal leaves for this run.
+    then replaces the values of some of its literal leaves for this run.  ``order``
+    (what ``keys`` need, dependencies first), when known, saves finding it.
     """
     if plan is None:
         with gc_paused():
-            plan = Plan(graph, keys)
+            plan = Plan(graph, keys, order)
     run = SharedRun(graph, plan, executor, callbacks, values)
     start_callbacks(callbacks, graph)
     errored = True

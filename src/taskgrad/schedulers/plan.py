@@ -28,9 +28,9 @@ class Plan:
     __slots__ = ("order", "values", "units", "unit_key", "unit_inputs", "waiting",
                  "consumers", "refcount", "outputs")
 
-    def __init__(self, graph, outputs):
+    def __init__(self, graph, outputs, order=None):
         self.outputs = outputs = list(dict.fromkeys(outputs))
-        self.order = order = postorder(graph, outputs)
+        self.order = order = postorder(graph, outputs) if order is None else order
         wanted = set(outputs)
         tasks = list(map(graph.__getitem__, order))
         readers = count_readers(tasks)
