@@ -326,6 +326,18 @@ def test_the_nan_of_a_max_or_min_gets_the_gradient(reduce):
     assert g[1].sum() == 1.0
 
 
+@pytest.mark.parametrize("reduce", [tnp.max, tnp.min])
+def test_a_nan_slice_beside_a_tie_still_gets_its_gradient(reduce):
+    """As many entries chosen as slices, but one slice chose none (NaN) and one two (a
+    tie): the rule's quick check of one choice per slice must not be fooled."""
+    x = tg.delayed(np.array([[np.nan, 1.0, 0.0], [2.0, 2.0, 2.0], [7.0, 7.0, 7.0]]))
+    g = tg.grad(tnp.sum(reduce(x[:2], axis=1)), x).compute()
+    np.testing.assert_array_equal(g, [[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0, 0, 0]])
+    y = tg.delayed(np.array([[np.nan, 1.0], [2.0, 2.0]]))
+    np.testing.assert_array_equal(tg.grad(tnp.sum(reduce(y, axis=1)), y).compute(),
+                                  [[1.0, 0.0], [0.5, 0.5]])
+
+
 # ---------------------------------------------------------------- found by a third round
 
 def test_a_traced_dict_iterates_and_looks_up_keys_as_a_dict_does():
