@@ -121,6 +121,28 @@ def shapes_for(entry, positions):
     return common, ans_too
 
 
+def registration(func):
+    """What the registries say of ``func``, for a copy of it in another process to be told
+    (see ``primitive_pickle``)."""
+    return (_RULES.get(func), _SHAPE_ONLY.get(func), _COMPOSITES.get(func), func in _NONDIFF)
+
+
+def restore_registration(func, entry):
+    """Make the registries say of ``func`` what ``registration`` said of its original."""
+    if registration(func) == entry:
+        return
+    for registry, value in zip((_RULES, _SHAPE_ONLY, _COMPOSITES), entry):
+        if value is None:
+            registry.pop(func, None)
+        else:
+            registry[func] = value
+    if entry[3]:
+        _NONDIFF.add(func)
+    else:
+        _NONDIFF.discard(func)
+    _registered()
+
+
 def nondifferentiable(*funcs):
     """Declare functions whose outputs carry no gradient (comparisons, ``zeros_like``)."""
     for func in funcs:

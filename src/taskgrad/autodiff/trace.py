@@ -19,9 +19,11 @@ import dataclasses
 import functools
 import itertools
 import operator
+import types
 
 import numpy as np
 
+from .primitive_pickle import new_token, reduce_primitive, restore_primitive
 from .rules import (_CACHES, _COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
                     is_nondifferentiable, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
@@ -202,17 +204,45 @@ def _opname(func):
     return f"{module}.{name}" if module else name
 
 
-def primitive(func):
-    """Make a helper function traceable: called on Boxes, it is recorded as one op."""
+class Primitive:
+    """A helper function made traceable: called on Boxes, it is recorded as one op.
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    A class, not a closure, for the way it pickles: with its rules, so that a process
+    that gets it by value (cloudpickle's copy of a function of the main script) can
+    differentiate through it too (see ``primitive_pickle``).
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_token", "_copy")
+
+    def __init__(self, func):
+        functools.update_wrapper(self, func)
+        self._token, self._copy = new_token(self), False
+
+    def __call__(self, *args, **kwargs):
         boxes = _find_boxes(args)
         if boxes:
-            return apply_primitive(wrapper, args, kwargs, boxes)
-        return func(*args, **kwargs)
+            return apply_primitive(self, args, kwargs, boxes)
+        return self.__wrapped__(*args, **kwargs)
 
-    return wrapper
+    def __get__(self, obj, owner=None):
+        """In a class body, a method, as the function it wraps would be."""
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __repr__(self):
+        name = getattr(self, "__qualname__", None) or repr(self.__wrapped__)  # (a partial: none)
+        return f"<taskgrad primitive {name}>"
+
+    def __reduce__(self):
+        return reduce_primitive(self)
+
+    def __setstate__(self, state):
+        restore_primitive(self, state)
+
+
+def primitive(func):
+    """Make a helper function traceable: called on Boxes, it is recorded as one op, so that
+    the rules registered on it (``tg.defvjp``) apply inside traced code."""
+    return Primitive(func)
 
 
 @primitive
