@@ -1,19 +1,20 @@
-"""How a ``tg.primitive`` pickles: with what the rule registries say of it.
+"""How a ``tg.primitive`` pickles: as its function would, and by value with what the rule
+registries say of it.
 
-Why: a primitive that another process can import by name pickles by name, as a
-function does, and that process's import of its module registers its rules.
-One it cannot (defined in the main script, a notebook or a function) pickles by
-value, as cloudpickle sends such a function, and a copy by value is a new
-object that no rule is registered on: so its pickle carries its registration
-(``rules.registration``), and unpickling registers that on the copy.
+Why: pickle sends a function by name, and so a primitive (the receiving process's
+import of its module registers its rules).  cloudpickle sends a function of the
+main script, a notebook or a function by value, and a copy by value is a new
+object that no rule is registered on: so a primitive's pickle by value carries
+its registration (``rules.registration``), and unpickling registers that on the
+copy.
 
 A token names a primitive across processes, and each process keeps one object
 per token: the original in the process that made it, else one copy.  So a
-primitive sent again and again (every batch of tasks sends it) is one copy
-registered once, not one more registered copy a batch, and one sent back to
-the process that made it is the original.  A copy takes the registration of
-each pickle it is loaded from (rules registered after an earlier sending
-arrive), the original keeps its own.
+primitive sent again and again (every batch of tasks sends it) is one copy in
+a worker, not one more registered copy a batch (which the registry would keep
+forever), and one sent back to the process that made it is the original.  A
+copy takes the registration of each pickle it is loaded from (rules registered
+after an earlier sending arrive); the original keeps its own.
 """
 
 from __future__ import annotations
@@ -41,21 +42,40 @@ def new_token(prim):
 
 
 def reduce_primitive(prim):
-    """``prim.__reduce__()``: by name where pickle's way for a function finds it, else by
-    value.  The state is set after the object is made, so that it may refer to it (a
+    """``prim.__reduce__()``, what pickle and copy use: pickle's way for a function, by name
+    where its module (the main script too) holds it, else by value."""
+    return _reduce(prim, _held_by_its_module(prim))
+
+
+def _reduce_for_cloudpickle(prim):
+    """cloudpickle's way for a function: by name where another process imports it too, else
+    by value (one of the main script, a notebook, a module cloudpickle is told to send by
+    value)."""
+    module = prim.__module__
+    return _reduce(prim, module != "__main__" and not _sent_by_value(module)
+                   and _held_by_its_module(prim))
+
+
+def sent_by_cloudpickle_as_functions(cls):
+    """Class decorator: cloudpickle reduces the primitives of ``cls`` its way for functions
+    (its picklers read their dispatch table before ``__reduce__``)."""
+    cloudpickle.Pickler.dispatch_table[cls] = _reduce_for_cloudpickle
+    return cls
+
+
+def _reduce(prim, by_name):
+    """By value, the state is set after the object is made, so that it may refer to it (a
     recursive primitive, a rule calling it)."""
-    if _importable(prim):
+    if by_name:
         return prim.__qualname__
     return _restore, (type(prim), prim._token), (prim.__dict__, registration(prim))
 
 
-def _importable(prim):
-    """Whether ``prim`` is what its module, not the main script, holds under its name, in a
-    module cloudpickle is not told to send by value."""
-    module = getattr(prim, "__module__", None)
-    found = sys.modules.get(module) if module != "__main__" else None
+def _held_by_its_module(prim):
+    """Whether ``prim`` is what its module holds under its name."""
+    found = sys.modules.get(getattr(prim, "__module__", None))
     name = getattr(prim, "__qualname__", None)  # (none for a primitive of a partial)
-    if found is None or name is None or _sent_by_value(module):
+    if found is None or name is None:
         return False
     for part in name.split("."):  # (a primitive in a class body: "Class.name")
         found = getattr(found, part, None)

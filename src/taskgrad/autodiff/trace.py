@@ -23,7 +23,8 @@ import types
 
 import numpy as np
 
-from .primitive_pickle import new_token, reduce_primitive, restore_primitive
+from .primitive_pickle import (new_token, reduce_primitive, restore_primitive,
+                               sent_by_cloudpickle_as_functions)
 from .rules import (_CACHES, _COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
                     is_nondifferentiable, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
@@ -204,12 +205,13 @@ def _opname(func):
     return f"{module}.{name}" if module else name
 
 
+@sent_by_cloudpickle_as_functions
 class Primitive:
     """A helper function made traceable: called on Boxes, it is recorded as one op.
 
-    A class, not a closure, for the way it pickles: with its rules, so that a process
-    that gets it by value (cloudpickle's copy of a function of the main script) can
-    differentiate through it too (see ``primitive_pickle``).
+    A class, not a closure, for the way it pickles: as its function would, and with its
+    rules when by value, so that a process that gets a copy (cloudpickle's of a function
+    of the main script) can differentiate through it too (see ``primitive_pickle``).
     """
 
     __slots__ = ("__dict__", "__weakref__", "_token", "_copy")
