@@ -51,9 +51,8 @@ def _reduce_for_cloudpickle(prim):
     """cloudpickle's way for a function: by name where another process imports it too, else
     by value (one of the main script, a notebook, a module cloudpickle is told to send by
     value)."""
-    module = prim.__module__
-    return _reduce(prim, module != "__main__" and not _sent_by_value(module)
-                   and _held_by_its_module(prim))
+    return _reduce(prim, _held_by_its_module(prim) and prim.__module__ != "__main__"
+                   and not _sent_by_value(prim.__module__))
 
 
 def sent_by_cloudpickle_as_functions(cls):
