@@ -88,7 +88,10 @@ def _to_template(value, deps):
     into a list: they could not be sent to a worker process or read twice, and the
     Delayeds they hold must be found.
     """
-    if type(value) in _READ_AS_LIST:
+    cls = type(value)
+    if cls in _ATOMS:  # (numbers and arrays: most arguments, and keywords such as axis=1)
+        return value
+    if cls in _READ_AS_LIST:
         value = list(value)
     if isinstance(value, Delayed):
         key = value._key
