@@ -410,3 +410,80 @@ def test_a_gradient_with_respect_to_a_dataclass_value_says_so():
     with pytest.raises(MissingRuleError, match="Params dataclass, whose values are not "
                                                "differentiable.*namedtuple or dict"):
         tg.grad(loss(params), params).compute()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_max_of_huge_slices_warns_of_nothing(dtype):
+    """The max rule's check that no slice is NaN must not overflow where the slices' maxima
+    together would (NumPy would warn, or raise under np.errstate(over="raise"))."""
+    import warnings
+
+    big = np.finfo(dtype).max / 2
+    x = tg.delayed(np.array([[big, 1], [big, 2], [big, 3]], dtype))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        g = tg.grad(tnp.sum(tnp.max(x, axis=1).astype(np.float64)), x).compute(scheduler="sync")
+    np.testing.assert_array_equal(g, [[1, 0], [1, 0], [1, 0]])
+
+
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_has_the_same_bits_computed_with_its_own_gradient(traced, dtype):
+    """With a gradient of it in the same compute, a gradient is taken from its traced run
+    (the tape fusion): the sums that undo broadcasting must be the same arithmetic there."""
+    rng = np.random.default_rng(0)
+    X = tg.delayed(rng.standard_normal((1000, 7)).astype(dtype))
+    b = tg.delayed(rng.standard_normal(7).astype(dtype))
+    col = tg.delayed(rng.standard_normal((1000, 1)).astype(dtype))
+    if traced:
+        y = tg.delayed(lambda X, b, c: np.sum(np.tanh(X + b + c) ** 3))(X, b, col)
+    else:
+        y = tnp.sum(tnp.tanh(X + b + col) ** 3)
+    gb, gc = tg.grad(y, [b, col])  # (leading and trailing axes summed)
+    hvp = tg.grad(tnp.sum(gb * gb) + tnp.sum(gc * gc), [b, col])
+    alone = tg.compute(gb, gc, scheduler="sync")
+    together = tg.compute(gb, gc, *hvp, scheduler="sync")
+    assert [a.tobytes() for a in alone] == [t.tobytes() for t in together[:2]]
+
+
+def test_a_rule_registered_while_another_thread_reads_the_rules_is_not_lost(monkeypatch):
+    """grad and the tracer cache what the registry says of a function; a registration that
+    lands while a thread reads the registry must not leave the old reading cached."""
+    import threading
+    import time
+
+    grad_module = __import__("taskgrad.autodiff.grad", fromlist=["rule_for"])
+    trace_module = __import__("taskgrad.autodiff.trace", fromlist=["_read_op"])
+
+    @tg.delayed
+    def f(v):
+        return 2 * v
+
+    tg.defvjp(f, lambda ans, v: lambda g: g * 1.0)
+    x = tg.delayed(3.0)
+    slow_rule_for, slow_read_op = grad_module.rule_for, trace_module._read_op
+    monkeypatch.setattr(grad_module, "rule_for",
+                        lambda *a: (slow_rule_for(*a), time.sleep(0.2))[0])
+    monkeypatch.setattr(trace_module, "_read_op", lambda *a: (slow_read_op(*a), time.sleep(0.2))[0])
+    reader = threading.Thread(target=lambda: tg.grad(f(x), x))
+    reader.start()
+    time.sleep(0.05)
+    tg.defvjp(f, lambda ans, v: lambda g: g * 2.0)  # while the reader reads the old rule
+    reader.join()
+    monkeypatch.undo()
+    assert tg.grad(f(x), x).compute(scheduler="sync") == 2.0
+
+    def plain(v):  # the same for a traced call of a primitive
+        return cube(v)
+
+    cube = tg.primitive(lambda v: v ** 3)
+    tg.defvjp(cube, lambda ans, v: lambda g: g * 1.0)
+    monkeypatch.setattr(trace_module, "_read_op", lambda *a: (slow_read_op(*a), time.sleep(0.2))[0])
+    reader = threading.Thread(target=lambda: tg.grad(tg.delayed(plain)(x), x).compute(
+        scheduler="sync"))
+    reader.start()
+    time.sleep(0.05)
+    tg.defvjp(cube, lambda ans, v: lambda g: g * 2.0)
+    reader.join()
+    monkeypatch.undo()
+    assert tg.grad(tg.delayed(plain)(x), x).compute(scheduler="sync") == 2.0

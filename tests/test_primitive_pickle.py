@@ -5,6 +5,7 @@ script; and it stays what a function is (metadata, a method in a class body, pic
 import copy
 import functools
 import inspect
+import os
 import pickle
 import subprocess
 import sys
@@ -173,3 +174,22 @@ def test_a_primitive_defined_in_the_main_script_keeps_its_rules_on_processes(tmp
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[7.0, 18.0] [7.0, 18.0]"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_names_its_own_primitives_apart_from_its_parents():
+    """A primitive made in a forked child and sent to the parent is the child's, not the
+    parent's primitive made at the same count after the fork."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            child = tg.primitive(lambda v: "child's")
+            os.write(write, cloudpickle.dumps(child))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    parent = tg.primitive(lambda v: "parent's")
+    received = cloudpickle.loads(os.read(read, 1 << 20))
+    assert received is not parent
+    assert received(1) == "child's"

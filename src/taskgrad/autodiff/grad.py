@@ -30,8 +30,8 @@ from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
-from .rules import (_CACHES, MissingRuleError, has_rules, is_nondifferentiable, rule_for,
-                    shape_only_inputs, ufunc_call_for_rules)
+from .rules import (_CACHES, MissingRuleError, has_rules, is_nondifferentiable, remember,
+                    rule_for, shape_only_inputs, ufunc_call_for_rules)
 
 __all__ = ["grad", "vjp"]
 
@@ -246,7 +246,8 @@ def _plan(key, view, nondiff, active, valued):
     positions = tuple([i for i, k in refs if k in active])
     spec = _SPECS.get((func, positions))
     if spec is None:
-        spec = _SPECS[func, positions] = (positions, *shape_only_inputs(func, positions))
+        spec = remember(_SPECS, (func, positions),
+                        lambda: (positions, *shape_only_inputs(func, positions)))
     positions, shape_args, shape_ans = spec
     valued.update([k for i, k in refs if i not in shape_args])
     if not shape_ans:
@@ -288,7 +289,8 @@ def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
     positions, shape_args, shape_ans = spec
     rule_at = _EDGE_RULES.get((func, positions))
     if rule_at is None:
-        rule_at = _EDGE_RULES[func, positions] = {i: _rule(func, i, key) for i in positions}
+        rule_at = remember(_EDGE_RULES, (func, positions),
+                           lambda: {i: _rule(func, i, key) for i in positions})
     ans = meta(key) if shape_ans else nodes[key]
     new_args = list(args)
     reads = {g._key: g, ans._key: ans}  # key -> Delayed, in the order the task reads them

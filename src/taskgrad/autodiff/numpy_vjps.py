@@ -68,22 +68,26 @@ def _sum_axes(g, axes, keepdims):
     matrix-vector product with ones: BLAS does it 2-4 times faster than NumPy's
     reduction here (a bias's gradient over a batch of 256 rows of 256: 11.7 ->
     5.1 us; 10 classes per row: 7.5 -> 2.5 us).  Each sum has the same order
-    whatever the scheduler, so gradients stay bit-identical.
+    whatever the scheduler, so gradients stay bit-identical.  A traced cotangent
+    (a gradient being differentiated again) is summed the same way, through
+    ``matmul``'s rules, so that its value is the one computed without tracing.
     """
-    if type(g) is _ndarray and g.dtype in _BLAS_FLOATS and g.flags.c_contiguous and g.size:
-        shape = g.shape
+    value = _base(g)
+    if type(value) is _ndarray and value.dtype in _BLAS_FLOATS and value.flags.c_contiguous \
+            and value.size:
+        shape = value.shape
         n = len(axes)
         if n < len(shape):
             if axes == tuple(range(n)):  # leading axes: ones @ (lead, rest)
-                lead = g.size // math.prod(shape[n:])
+                lead = value.size // math.prod(shape[n:])
                 if lead <= _BLAS_SUM_MAX:
-                    out = _ones_of(lead, g.dtype) @ g.reshape(lead, -1)
-                    return out.reshape(((1,) * n if keepdims else ()) + shape[n:])
+                    out = _ones_of(lead, value.dtype) @ _reshape(g, (lead, -1))
+                    return _reshape(out, ((1,) * n if keepdims else ()) + shape[n:])
             elif axes == tuple(range(len(shape) - n, len(shape))):  # trailing: (rest, trail) @ ones
-                trail = g.size // math.prod(shape[:-n])
+                trail = value.size // math.prod(shape[:-n])
                 if trail <= _BLAS_SUM_MAX:
-                    out = g.reshape(-1, trail) @ _ones_of(trail, g.dtype)
-                    return out.reshape(shape[:-n] + ((1,) * n if keepdims else ()))
+                    out = _reshape(g, (-1, trail)) @ _ones_of(trail, value.dtype)
+                    return _reshape(out, shape[:-n] + ((1,) * n if keepdims else ()))
     return _sum(g, axes, keepdims)
 
 
@@ -210,13 +214,13 @@ def _reduction_count(x, axis):
 
 
 def _one_chosen_each(chosen, kept, where, initial):
-    """Whether each reduced slice chose exactly one entry (no tie, no NaN), found with two
+    """Whether each reduced slice chose exactly one entry (no tie, no NaN), found with
     cheap passes: a max over the short last axis of a small array is slow to count per
     slice (its sum over that axis cost 7 of the rule's 20 us)."""
     if where is not None or initial is not None or type(kept) is not _ndarray:
         return False
     # as many chosen as slices, and none NaN (a NaN slice chooses nothing)
-    return np.count_nonzero(chosen) == kept.size and not np.isnan(kept.sum())
+    return np.count_nonzero(chosen) == kept.size and not np.isnan(kept).any()
 
 
 def _chooser(ans, x, axis=None, out=None, keepdims=False, initial=None, where=None):

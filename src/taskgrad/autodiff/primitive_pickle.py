@@ -20,6 +20,7 @@ after an earlier sending arrive); the original keeps its own.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import uuid
 import weakref
@@ -29,6 +30,16 @@ import cloudpickle
 from .rules import registration, restore_registration
 
 _PROCESS = uuid.uuid4().hex  # (each process that imports taskgrad has its own)
+
+
+def _renew_after_fork():
+    """A forked child makes primitives of its own: their tokens must not be the ones the
+    parent gives its next primitives (the parent's earlier ones keep theirs, rightly)."""
+    global _PROCESS
+    _PROCESS = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)
 _numbers = itertools.count()
 # token -> the primitive this process has for it (weak: a primitive no one holds may go)
 _BY_TOKEN = weakref.WeakValueDictionary()

@@ -9,9 +9,11 @@ counterpart and the matching ``Delayed`` operator share one rule.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
+__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite", "remember",
            "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
            "ufunc_call_for_rules", "is_nondifferentiable", "MissingRuleError"]
 
@@ -28,11 +30,28 @@ NO_SHAPES = (frozenset(), False, None)
 # caches their readers keep of what the registries above say (the tracer's summary of each
 # function): every registration clears them, so that a rule registered late takes effect
 _CACHES = []
+_registrations = 0  # how many there have been (see ``remember``)
+_registering = threading.Lock()
 
 
 def _registered():
-    for cache in _CACHES:
-        cache.clear()
+    global _registrations
+    with _registering:
+        _registrations += 1
+        for cache in _CACHES:
+            cache.clear()
+
+
+def remember(cache, key, find):
+    """``find()``, kept in ``cache`` (one of ``_CACHES``) under ``key``, unless a
+    registration came while ``find`` read the registries: what it read may be from
+    before, and a stale entry would hide the new rules until the next registration."""
+    seen = _registrations
+    value = find()
+    with _registering:
+        if _registrations == seen:
+            cache[key] = value
+    return value
 
 
 class MissingRuleError(TypeError):

@@ -26,7 +26,7 @@ import numpy as np
 from .primitive_pickle import (new_token, reduce_primitive, restore_primitive,
                                sent_by_cloudpickle_as_functions)
 from .rules import (_CACHES, _COMPOSITES, _RULES, _SHAPE_ONLY, NO_SHAPES, MissingRuleError,
-                    is_nondifferentiable, shapes_for, ufunc_call_for_rules)
+                    is_nondifferentiable, remember, shapes_for, ufunc_call_for_rules)
 from .shape_dtype import shape_dtype
 
 __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents",
@@ -108,13 +108,18 @@ def _op(func):
     of ``func``: one lookup per traced call instead of one per registry."""
     op = _OPS.get(func)
     if op is None:
-        rules = _RULES.get(func)
-        composite = _COMPOSITES.get(func)
-        op = (composite, func in _WRITES_IN_PLACE, rules,
-              type(rules) is tuple and all(r is not None for r in rules))
-        if rules is not None or composite is not None:  # (the registry keeps func alive
-            _OPS[func] = op  # anyway; caching others would keep every function ever traced)
+        op = _read_op(func)
+        # only registered functions are kept: the registry keeps them alive anyway, and
+        # keeping others would keep every function ever traced
+        if op[0] is not None or op[2] is not None:
+            op = remember(_OPS, func, lambda: _read_op(func))
     return op
+
+
+def _read_op(func):
+    rules = _RULES.get(func)
+    return (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
+            type(rules) is tuple and all(r is not None for r in rules))
 
 
 def apply_primitive(func, args, kwargs, boxes=None):
