@@ -315,3 +315,52 @@ def test_tasks_may_compute_graphs_themselves(scheduler):
 
     assert tg.compute(*[nested(i) for i in range(6)], scheduler=scheduler) == tuple(
         range(15, 21))
+
+
+def _rendezvous_branches(name):
+    """Two branches of non-fused units (each value is read twice) whose first tasks wait
+    for each other, so each branch starts on a worker of its own; the tasks record their
+    thread."""
+    here, there = threading.Event(), threading.Event()
+    threads = {}
+
+    @tg.delayed
+    def meet(arrived, other):
+        arrived.set()
+        return other.wait(timeout=10)
+
+    @tg.delayed
+    def step(branch, x, y):
+        threads.setdefault(branch, set()).add(threading.current_thread().name)
+        return x and y
+
+    ends = []
+    for branch, (arrived, other) in enumerate([(here, there), (there, here)]):
+        prev = cur = meet(arrived, other)
+        for _ in range(5):
+            prev, cur = cur, step(f"{name}{branch}", cur, prev)
+        ends.append(cur)
+    return add(*ends), threads
+
+
+def test_independent_branches_run_on_two_workers_one_each():
+    """Each worker goes on with what it made ready: the branches meet only at the join."""
+    total, threads = _rendezvous_branches("b")
+    assert total.compute(scheduler="threads", num_workers=2) == 2  # both met in time
+    assert [len(names) for names in threads.values()] == [1, 1]
+    assert threads["b0"] != threads["b1"]
+
+
+def test_a_helper_with_nothing_ready_serves_another_run():
+    """A helper leaves a run as soon as nothing there is ready for it, so a graph that a
+    task computes while its own run is still going gets the helper too."""
+    total, threads = _rendezvous_branches("n")
+
+    @tg.delayed
+    def outer():
+        time.sleep(0.05)  # the helper has run ``quick`` and has nothing left in this run
+        return total.compute(scheduler="threads", num_workers=2)
+
+    quick = tg.delayed(lambda: 0)()
+    assert tg.compute(outer(), quick, scheduler="threads", num_workers=2) == (2, 0)
+    assert threads["n0"] != threads["n1"]
