@@ -291,6 +291,39 @@ def test_ctrl_c_cancels_and_leaves_no_orphans(tmp_path, scheduler):
         assert not os.path.exists(f"/proc/{kid}") or open(f"/proc/{kid}/stat").read().split()[2] == "Z"
 
 
+CTRL_C_WAITING_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    import taskgrad as tg
+
+    started = threading.Event()
+
+    def nap():
+        print("nap on", threading.current_thread().name, flush=True)
+        started.set()
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        first = tg.delayed(started.wait)(10)  # the calling thread waits here for a helper
+        try:
+            tg.compute(first, tg.delayed(nap)(), scheduler="threads", num_workers=2)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+""")
+
+
+def test_ctrl_c_cancels_while_the_calling_thread_waits_for_a_helper(tmp_path):
+    script = tmp_path / "waiting.py"
+    script.write_text(CTRL_C_WAITING_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("nap on taskgrad-worker")
+    time.sleep(0.3)  # the calling thread has run the other task and waits
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert "interrupted" in out
+    assert proc.returncode == 7
+
+
 def test_callbacks_report_the_same_tasks_on_every_scheduler():
     """Leaves only hold values: no scheduler reports them as tasks that ran."""
     leaf = tg.delayed(10, name="ten")
