@@ -135,7 +135,7 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None, or
     if plan is None:
         with gc_paused():
             plan = Plan(graph, keys, order)
-    run = SharedRun(graph, plan, executor, callbacks, values)
+    run = SharedRun(plan, executor, callbacks, values)
     start_callbacks(callbacks, graph)
     errored = True
     executor.start(run)
@@ -199,8 +199,7 @@ class SharedRun:
     run wakes nobody but the calling thread, and only if it is waiting.
     """
 
-    def __init__(self, graph, plan, executor, callbacks, values):
-        self.graph = graph
+    def __init__(self, plan, executor, callbacks, values):
         self.plan = plan
         self.executor = executor
         self.callbacks = callbacks
@@ -242,27 +241,20 @@ class SharedRun:
                     return
                 if batch is not None:
                     self._finish(batch, outputs, timings, worker_id)
-                if not self.ready:
-                    if worker:
-                        self.idle.append(worker)
-                        return
-                    if not self._wait():
-                        return
-                batch = self._take()
-            outputs, timings, worker_id = run_batch(worker, batch, timed)
-
-    def _wait(self):
-        """The calling thread, holding the lock, waits until units are ready or the run is
-        over; true if there are units to take."""
-        lock = self.lock
-        while not self.ready and self.remaining and self.failure is None:
-            self.caller_waits = True
-            lock.release()
-            try:
-                self.wakeup.acquire()
-            finally:
-                lock.acquire()
-        return self.failure is None and bool(self.ready)
+                if self.ready:
+                    batch = self._take()
+                elif worker:  # a helper leaves: nothing here for it now
+                    self.idle.append(worker)
+                    return
+                elif not self.remaining:
+                    return
+                else:  # the calling thread waits for the helpers' units
+                    self.caller_waits = True
+                    batch = None
+            if batch is None:
+                self.wakeup.acquire()  # (outside the lock: Ctrl-C here leaves it free)
+            else:
+                outputs, timings, worker_id = run_batch(worker, batch, timed)
 
     def _wake_caller(self):
         if self.caller_waits:
