@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -80,6 +81,25 @@ def test_no_task_starts_on_threads_after_a_failure():
     with pytest.raises(ValueError):
         tg.compute(*[work(i) for i in range(2000)], scheduler="threads", num_workers=2)
     assert len(started) < 100  # (the other worker's task in flight may finish; no batch runs on)
+
+
+def test_a_failure_on_a_helper_wakes_the_calling_thread_waiting_for_it():
+    started = threading.Event()
+    ran_on = []
+
+    @tg.delayed
+    def late_failure():
+        ran_on.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.2)  # the calling thread has finished ``first`` and waits
+        raise ValueError("late")
+
+    first = tg.delayed(started.wait)(10)  # holds the calling thread until a helper has come
+    failing = late_failure()
+    with pytest.raises(ValueError, match="late") as info:
+        tg.compute(first, failing, scheduler="threads", num_workers=2)
+    assert ran_on[0].startswith("taskgrad-worker")
+    assert any(failing.key in note for note in info.value.__notes__)
 
 
 @pytest.mark.parametrize("make", [tg.Profiler, lambda: tg.ProgressBar(out=sys.stderr)])

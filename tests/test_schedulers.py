@@ -291,6 +291,39 @@ def test_ctrl_c_cancels_and_leaves_no_orphans(tmp_path, scheduler):
         assert not os.path.exists(f"/proc/{kid}") or open(f"/proc/{kid}/stat").read().split()[2] == "Z"
 
 
+CTRL_C_WAITING_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    import taskgrad as tg
+
+    started = threading.Event()
+
+    def nap():
+        print("nap on", threading.current_thread().name, flush=True)
+        started.set()
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        first = tg.delayed(started.wait)(10)  # the calling thread waits here for a helper
+        try:
+            tg.compute(first, tg.delayed(nap)(), scheduler="threads", num_workers=2)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+""")
+
+
+def test_ctrl_c_cancels_while_the_calling_thread_waits_for_a_helper(tmp_path):
+    script = tmp_path / "waiting.py"
+    script.write_text(CTRL_C_WAITING_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("nap on taskgrad-worker")
+    time.sleep(0.3)  # the calling thread has run the other task and waits
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert "interrupted" in out
+    assert proc.returncode == 7
+
+
 def test_callbacks_report_the_same_tasks_on_every_scheduler():
     """Leaves only hold values: no scheduler reports them as tasks that ran."""
     leaf = tg.delayed(10, name="ten")
@@ -315,3 +348,52 @@ def test_tasks_may_compute_graphs_themselves(scheduler):
 
     assert tg.compute(*[nested(i) for i in range(6)], scheduler=scheduler) == tuple(
         range(15, 21))
+
+
+def _rendezvous_branches(name):
+    """Two branches of non-fused units (each value is read twice) whose first tasks wait
+    for each other, so each branch starts on a worker of its own; the tasks record their
+    thread."""
+    here, there = threading.Event(), threading.Event()
+    threads = {}
+
+    @tg.delayed
+    def meet(arrived, other):
+        arrived.set()
+        return other.wait(timeout=10)
+
+    @tg.delayed
+    def step(branch, x, y):
+        threads.setdefault(branch, set()).add(threading.current_thread().name)
+        return x and y
+
+    ends = []
+    for branch, (arrived, other) in enumerate([(here, there), (there, here)]):
+        prev = cur = meet(arrived, other)
+        for _ in range(5):
+            prev, cur = cur, step(f"{name}{branch}", cur, prev)
+        ends.append(cur)
+    return add(*ends), threads
+
+
+def test_independent_branches_run_on_two_workers_one_each():
+    """Each worker goes on with what it made ready: the branches meet only at the join."""
+    total, threads = _rendezvous_branches("b")
+    assert total.compute(scheduler="threads", num_workers=2) == 2  # both met in time
+    assert [len(names) for names in threads.values()] == [1, 1]
+    assert threads["b0"] != threads["b1"]
+
+
+def test_a_helper_with_nothing_ready_serves_another_run():
+    """A helper leaves a run as soon as nothing there is ready for it, so a graph that a
+    task computes while its own run is still going gets the helper too."""
+    total, threads = _rendezvous_branches("n")
+
+    @tg.delayed
+    def outer():
+        time.sleep(0.05)  # the helper has run ``quick`` and has nothing left in this run
+        return total.compute(scheduler="threads", num_workers=2)
+
+    quick = tg.delayed(lambda: 0)()
+    assert tg.compute(outer(), quick, scheduler="threads", num_workers=2) == (2, 0)
+    assert threads["n0"] != threads["n1"]

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from queue import SimpleQueue
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 
 from ..callbacks import active_callbacks, running_tasks
 from ..gcpause import gc_paused
@@ -135,7 +135,7 @@ def run_parallel(graph, keys, executor, callbacks=(), plan=None, values=None, or
     if plan is None:
         with gc_paused():
             plan = Plan(graph, keys, order)
-    run = SharedRun(graph, plan, executor, callbacks, values)
+    run = SharedRun(plan, executor, callbacks, values)
     start_callbacks(callbacks, graph)
     errored = True
     executor.start(run)
@@ -164,13 +164,15 @@ def _helper(worker):
     Keeping the threads saves starting them on every run and keeps their
     memory arenas warm; an idle helper just waits on its queue.
     """
-    with _helpers_lock:
-        queue = _helpers.get(worker)
-        if queue is None:
-            queue = _helpers[worker] = SimpleQueue()
-            threading.Thread(target=_serve, args=(queue,), daemon=True,
-                             name=f"taskgrad-worker-{worker}").start()
-        return queue
+    queue = _helpers.get(worker)
+    if queue is None:
+        with _helpers_lock:
+            queue = _helpers.get(worker)
+            if queue is None:
+                queue = _helpers[worker] = SimpleQueue()
+                threading.Thread(target=_serve, args=(queue,), daemon=True,
+                                 name=f"taskgrad-worker-{worker}").start()
+    return queue
 
 
 def _serve(queue):
@@ -188,32 +190,40 @@ class SharedRun:
     the inputs nothing else needs, and make newly ready units available.  A
     worker that finishes a unit usually takes the next one itself, so there
     is no round trip through a central thread; the calling thread is one of
-    the workers, so a graph with no parallelism never leaves it.  Helper
-    threads start only once two units are ready at the same time.
+    the workers, so a graph with no parallelism never leaves it.
+
+    The calling thread stays in the run until it is done, and runs anything
+    left ready, so the run never depends on a helper arriving.  A helper
+    joins only when units are ready that its caller leaves, and leaves as soon
+    as none are ready (back to its queue, free for other runs): the end of the
+    run wakes nobody but the calling thread, and only if it is waiting.
     """
 
-    def __init__(self, graph, plan, executor, callbacks, values):
-        self.graph = graph
+    def __init__(self, plan, executor, callbacks, values):
         self.plan = plan
         self.executor = executor
         self.callbacks = callbacks
-        self.refcount = dict(plan.refcount)
-        self.waiting = list(plan.waiting)
-        self.results = dict(plan.values)
+        self.refcount = plan.refcount.copy()
+        self.waiting = plan.waiting.copy()
+        self.results = plan.values.copy()
         if values:
             self.results.update(values)
-        self.ready = [u for u, w in enumerate(self.waiting) if w == 0]
-        heapify(self.ready)
+        self.ready = plan.ready.copy()
+        self.spread = 2 * executor.num_workers  # a batch takes 1/spread of the ready units
         self.remaining = len(plan.units)
         self.failure = None
-        self.cond = threading.Condition()
-        self.helpers = []
+        self.lock = threading.Lock()
+        self.idle = list(range(executor.num_workers - 1, 0, -1))  # helpers not in the run
+        self.caller_waits = False  # the calling thread waits on ``wakeup``
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
 
     def work(self, worker):
-        """Take, run and finish batches until the graph is done or has failed.
+        """Take, run and finish batches until none is ready (a helper) or the graph is
+        done or has failed (the calling thread, worker 0).
 
         Anything raised here (by a task, or by a callback's hook) fails the run and
-        wakes the other workers: a helper thread never dies leaving the run waiting.
+        wakes the calling thread: a helper thread never dies leaving the run waiting.
         """
         try:
             with running_tasks():
@@ -222,51 +232,71 @@ class SharedRun:
             self.fail(exc.exc if isinstance(exc, TaskFailed) else exc, getattr(exc, "key", None))
 
     def _work(self, worker):
-        plan, cond, executor = self.plan, self.cond, self.executor
+        lock, run_batch = self.lock, self.executor.run
         timed = bool(self.callbacks)
         batch = None
         while True:
-            with cond:
+            with lock:
                 if self.failure is not None:  # (a batch cut short by it is not finished)
                     return
                 if batch is not None:
                     self._finish(batch, outputs, timings, worker_id)
-                while not self.ready and self.remaining and self.failure is None:
-                    cond.wait()
-                if self.failure is not None or not self.remaining:
+                if self.ready:
+                    batch = self._take()
+                elif worker:  # a helper leaves: nothing here for it now
+                    self.idle.append(worker)
                     return
-                batch = self._take()
-            outputs, timings, worker_id = executor.run(
-                worker, [plan.units[u] for u in batch], [plan.unit_inputs[u] for u in batch],
-                timed)
+                elif not self.remaining:
+                    return
+                else:  # the calling thread waits for the helpers' units
+                    self.caller_waits = True
+                    batch = None
+            if batch is None:
+                self.wakeup.acquire()  # (outside the lock: Ctrl-C here leaves it free)
+            else:
+                outputs, timings, worker_id = run_batch(worker, batch, timed)
+
+    def _wake_caller(self):
+        if self.caller_waits:
+            self.caller_waits = False
+            self.wakeup.release()
 
     def fail(self, exc, key=None):
-        """Record the first failure and wake every worker so that they stop."""
-        with self.cond:
+        """Record the first failure and wake the calling thread to raise it; helpers stop
+        after the unit they are running."""
+        with self.lock:
             if self.failure is None:
                 self.failure = add_task_note(exc, key) if key is not None else exc
-            self.cond.notify_all()
+            self._wake_caller()
 
     def _take(self):
+        """Pop the next batch: one unit, or more when many are ready (fewer trips here)."""
         ready = self.ready
-        executor = self.executor
-        size = min(executor.max_batch, max(1, len(ready) // (2 * executor.num_workers)))
-        batch = [heappop(ready) for _ in range(min(size, len(ready)))]
+        size = len(ready) // self.spread
+        if size <= 1:
+            batch = [heappop(ready)]
+        else:
+            batch = [heappop(ready) for _ in range(min(size, self.executor.max_batch))]
         if self.callbacks:
             for u in batch:
                 for task in self.plan.units[u]:
                     for cb in self.callbacks:
                         cb._pretask(task.key)
         if ready:
-            if not self.helpers and executor.num_workers > 1:
-                self._start_helpers()
-            self.cond.notify()
+            self._share(len(ready))
         return batch
 
-    def _start_helpers(self):
-        for worker in range(1, self.executor.num_workers):
+    def _share(self, count):
+        """Call up to ``count`` idle workers for the ready units this one leaves: the
+        calling thread if it waits, then helpers (started on first use)."""
+        if self.caller_waits:
+            self._wake_caller()
+            count -= 1
+        idle = self.idle
+        while count > 0 and idle:
+            worker = idle.pop()
             _helper(worker).put((self, worker))
-            self.helpers.append(worker)
+            count -= 1
 
     def _finish(self, batch, outputs, timings, worker_id):
         plan, refcount, waiting, results = self.plan, self.refcount, self.waiting, self.results
@@ -277,25 +307,22 @@ class SharedRun:
                 info = (key, start, end, worker_id)
                 for cb in self.callbacks:
                     cb._posttask(info)
-        newly_ready = 0
+        unit_inputs, unit_consumers, ready = plan.unit_inputs, plan.unit_consumers, self.ready
         for u in batch:
-            for k in plan.unit_inputs[u]:
+            for k in unit_inputs[u]:
                 left = refcount[k] - 1
                 if left:
                     refcount[k] = left
                 else:
                     del results[k]
-            for c in plan.consumers.get(plan.unit_key[u], ()):
+            for c in unit_consumers[u]:
                 left = waiting[c] - 1
                 waiting[c] = left
                 if not left:
-                    heappush(self.ready, c)
-                    newly_ready += 1
+                    heappush(ready, c)
         self.remaining -= len(batch)
         if not self.remaining:
-            self.cond.notify_all()
-        elif newly_ready > 1:
-            self.cond.notify(newly_ready - 1)  # this worker takes one itself
+            self._wake_caller()
 
 
 def active(callbacks):

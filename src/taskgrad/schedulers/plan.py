@@ -18,15 +18,16 @@ class Plan:
 
     - ``values``: the literal leaves' values, known before anything runs;
     - ``units[u]``: the tasks of unit ``u`` in execution order;
-    - ``unit_key[u]``: the key whose value unit ``u`` exports (its last task);
     - ``unit_inputs[u]``: keys from outside the unit that it reads;
     - ``waiting[u]``: how many of those are not yet computed;
-    - ``consumers[key]``: the units that read ``key``;
+    - ``ready``: the units waiting for nothing, in order (a heap);
+    - ``unit_consumers[u]``: the units that read the value unit ``u`` exports (its last
+      task's);
     - ``refcount[key]``: consumers, plus one if ``key`` is a requested output.
     """
 
-    __slots__ = ("order", "values", "units", "unit_key", "unit_inputs", "waiting",
-                 "consumers", "refcount", "outputs")
+    __slots__ = ("order", "values", "units", "unit_inputs", "waiting", "ready",
+                 "unit_consumers", "refcount", "outputs")
 
     def __init__(self, graph, outputs, order=None):
         self.outputs = outputs = list(dict.fromkeys(outputs))
@@ -39,7 +40,7 @@ class Plan:
         self.units = units = []
         self.unit_inputs = unit_inputs = []
         self.waiting = waiting = []
-        self.consumers = consumers = {}
+        consumers = {}  # key -> the units that read it
         unit_of = {}
         for task in tasks:
             key = task.key
@@ -71,7 +72,8 @@ class Plan:
                 else:
                     readers_of_dep.append(u)
             waiting.append(missing)
-        self.unit_key = [unit[-1].key for unit in units]
+        self.unit_consumers = [consumers.get(unit[-1].key, ()) for unit in units]
+        self.ready = [u for u, w in enumerate(waiting) if w == 0]
         refcount = {k: len(c) for k, c in consumers.items()}
         for k in wanted:
             refcount[k] = refcount.get(k, 0) + 1

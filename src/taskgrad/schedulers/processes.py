@@ -217,13 +217,16 @@ class ProcessExecutor:
 
     def start(self, run):
         self.results = run.results
+        self.plan = run.plan
         self.pool = _get_pool(self.num_workers)
         self.procs = _processes(self.pool)
 
-    def run(self, worker, units, inputs, timed):
-        """Ship ``units`` and their input values to a process; return its outputs."""
-        results = self.results
-        values = {k: results[k] for keys in inputs for k in keys}
+    def run(self, worker, batch, timed):
+        """Ship the units numbered ``batch`` and their input values to a process; return
+        its outputs."""
+        results, plan = self.results, self.plan
+        units = [plan.units[u] for u in batch]
+        values = {k: results[k] for u in batch for k in plan.unit_inputs[u]}
         data = _dumps_batch(units, values, timed)
         future = self.pool.submit(run_batch, data)
         self.procs = _processes(self.pool) or self.procs  # a broken pool forgets them

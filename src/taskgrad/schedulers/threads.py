@@ -20,18 +20,19 @@ class ThreadExecutor:
     def start(self, run):
         self.shared = run
         self.results = run.results
+        self.units = run.plan.units
 
-    def run(self, worker, units, inputs, timed):
-        """Run ``units`` (lists of tasks) in this thread; return (outputs, timings, worker).
+    def run(self, worker, batch, timed):
+        """Run the units numbered ``batch`` in this thread; return (outputs, timings, worker).
 
         Stops between units once the run has failed: no new task starts after a failure.
         """
         timings = [] if timed else None
-        shared, results = self.shared, self.results
-        for unit in units:
+        shared, results, units = self.shared, self.results, self.units
+        for u in batch:
             if shared.failure is not None:
                 break
-            run_unit(unit, results, timings)
+            run_unit(units[u], results, timings)
         return None, timings, worker
 
     def stop(self, errored):
