@@ -48,6 +48,7 @@ def _sum(g, axis, keepdims=False):
 
 _BLAS_FLOATS = frozenset([np.dtype(np.float32), np.dtype(np.float64)])
 _BLAS_SUM_MAX = 4096  # terms per sum; NumPy's pairwise sum for longer ones (more accurate)
+_BLAS_SUM_MIN = 1024  # elements; below, NumPy's reduction costs less than the product's calls
 _ones = {}  # (length, dtype) -> a vector of ones, read-only
 
 
@@ -67,14 +68,14 @@ def _sum_axes(g, axes, keepdims):
     Where the axes lead or trail a C-contiguous float array, the sum is a
     matrix-vector product with ones: BLAS does it 2-4 times faster than NumPy's
     reduction here (a bias's gradient over a batch of 256 rows of 256: 11.7 ->
-    5.1 us; 10 classes per row: 7.5 -> 2.5 us).  Each sum has the same order
+    5.1 us; 10 classes per row: 7.5 -> 2.5 us), from about a thousand elements.  Each sum has the same order
     whatever the scheduler, so gradients stay bit-identical.  A traced cotangent
     (a gradient being differentiated again) is summed the same way, through
     ``matmul``'s rules, so that its value is the one computed without tracing.
     """
     value = _base(g)
-    if type(value) is _ndarray and value.dtype in _BLAS_FLOATS and value.flags.c_contiguous \
-            and value.size:
+    if type(value) is _ndarray and value.size >= _BLAS_SUM_MIN and value.dtype in _BLAS_FLOATS \
+            and value.flags.c_contiguous:
         shape = value.shape
         n = len(axes)
         if n < len(shape):
