@@ -104,8 +104,9 @@ _CACHES.append(_OPS)
 
 
 def _op(func):
-    """``(composite, writes in place?, rules, whether the rules are a tuple without None)``
-    of ``func``: one lookup per traced call instead of one per registry."""
+    """``(composite, writes in place?, rules, whether the rules are a tuple without None,
+    its shape-only entry)`` of ``func``: one lookup per traced call instead of one per
+    registry."""
     op = _OPS.get(func)
     if op is None:
         op = _read_op(func)
@@ -119,7 +120,8 @@ def _op(func):
 def _read_op(func):
     rules = _RULES.get(func)
     return (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
-            type(rules) is tuple and all(r is not None for r in rules))
+            type(rules) is tuple and all(r is not None for r in rules),
+            _SHAPE_ONLY.get(func, NO_SHAPES))
 
 
 def apply_primitive(func, args, kwargs, boxes=None):
@@ -127,7 +129,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
 
     This runs once per NumPy call in traced code, so it is kept lean.
     """
-    composite, writes_in_place, rules, every_rule_given = _op(func)
+    composite, writes_in_place, rules, every_rule_given, shape_entry = _op(func)
     if composite is not None:  # traced through the operations it is written with
         return composite(*args, **kwargs)
     if writes_in_place:
@@ -154,7 +156,8 @@ def apply_primitive(func, args, kwargs, boxes=None):
             args[i] = items if type(args[i]) is list else tuple(items)
         parents.append((i, j, b._index))
     ans = func(*args, **kwargs)
-    if not _is_float(ans) and not _still_traced(func, ans, args, parents):
+    if not (ans.dtype.kind in "fc" if type(ans) is np.ndarray else _is_float(ans)) \
+            and not _still_traced(func, ans, args, parents):
         if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
                 and not is_nondifferentiable(func):  # NumPy's results are namedtuples
             # several arrays out: no rule form for that, so never drop the trace silently
@@ -178,9 +181,8 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if type(func) is np.ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
-    entry = _SHAPE_ONLY.get(func, NO_SHAPES)
-    shape_args, shape_ans = entry[:2] if entry[2] is None else shapes_for(
-        entry, [p[0] for p in parents])
+    shape_args, shape_ans = shape_entry[:2] if shape_entry[2] is None else shapes_for(
+        shape_entry, [p[0] for p in parents])
     for i in shape_args:
         if i < len(args):
             args[i] = shape_dtype(args[i])
