@@ -66,12 +66,12 @@ def _sum_axes(g, axes, keepdims):
     """``g`` summed over ``axes`` (a tuple), as ``unbroadcast`` needs it.
 
     Where the axes lead or trail a C-contiguous float array, the sum is a
-    matrix-vector product with ones: BLAS does it 2-4 times faster than NumPy's
-    reduction here (a bias's gradient over a batch of 256 rows of 256: 11.7 ->
-    5.1 us; 10 classes per row: 7.5 -> 2.5 us), from about a thousand elements.  Each sum has the same order
-    whatever the scheduler, so gradients stay bit-identical.  A traced cotangent
-    (a gradient being differentiated again) is summed the same way, through
-    ``matmul``'s rules, so that its value is the one computed without tracing.
+    matrix-vector product with ones: from about a thousand elements, BLAS does it
+    2-4 times faster than NumPy's reduction here (a bias's gradient over a batch of
+    256 rows of 256: 11.7 -> 5.1 us; 10 classes per row: 7.5 -> 2.5 us).  Each sum
+    has the same order whatever the scheduler, so gradients stay bit-identical.  A
+    traced cotangent (a gradient being differentiated again) is summed the same way,
+    through ``matmul``'s rules, so that its value is the one computed without tracing.
     """
     value = _base(g)
     if type(value) is _ndarray and value.size >= _BLAS_SUM_MIN and value.dtype in _BLAS_FLOATS \
@@ -169,7 +169,7 @@ def _chosen(g, x, z, y):
     chosen = x == z
     out = g * chosen
     ties = x == y  # where x equals y it also equals max(x, y): every tie is chosen
-    if ties.any() if type(ties) is _ndarray else ties:  # (a plain bool even when tracing)
+    if np.count_nonzero(ties):  # a plain bool array even when tracing
         out = out * np.where(ties, 0.5, 1.0).astype(_dtype_of(out))
     return out
 

@@ -30,6 +30,9 @@ import cloudpickle
 from .rules import registration, restore_registration
 
 _PROCESS = uuid.uuid4().hex  # (each process that imports taskgrad has its own)
+_numbers = itertools.count()
+# token -> the primitive this process has for it (weak: a primitive no one holds may go)
+_BY_TOKEN = weakref.WeakValueDictionary()
 
 
 def _renew_after_fork():
@@ -40,9 +43,6 @@ def _renew_after_fork():
 
 
 os.register_at_fork(after_in_child=_renew_after_fork)
-_numbers = itertools.count()
-# token -> the primitive this process has for it (weak: a primitive no one holds may go)
-_BY_TOKEN = weakref.WeakValueDictionary()
 
 
 def new_token(prim):

@@ -13,8 +13,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite", "remember",
-           "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
+__all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
+           "remember", "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
            "ufunc_call_for_rules", "is_nondifferentiable", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
