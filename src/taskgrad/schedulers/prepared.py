@@ -4,7 +4,10 @@
 the :class:`~taskgrad.schedulers.plan.Plan` (order, fused units, reference
 counts) is built once, so a run only copies the literal values, overrides the
 fed ones and goes through the units: no graph walking per call.  On "sync",
-the steps are written out as one Python function (``straight_line.py``).
+the steps are written out as one Python function (``straight_line.py``); on
+"threads", the first calls run the dynamic loop and measure each unit, and
+later calls run a fixed schedule, one such function per worker
+(``static_threads.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from . import executor_for, resolve
 from .distributed import run_distributed
 from .local import active, add_task_note, run_parallel
 from .plan import Plan
+from .static_threads import StaticThreads
 from .straight_line import MAX_STEPS, straight_line
+from .threads import ThreadExecutor
 
 __all__ = ["PreparedRun"]
+
+MEASURED_RUNS = 2  # runs of a compiled graph on "threads" that measure before it is planned
 
 
 class PreparedRun:
@@ -50,8 +57,12 @@ class PreparedRun:
                 steps.append((task, after + dead if i == len(unit) - 1 else after))
         self.steps = steps
         self._run_fast = self._run_loop
-        if self.kind == "sync" and len(steps) <= MAX_STEPS:
-            self._run_fast = straight_line(plan.values, steps, self.keys)
+        if len(steps) <= MAX_STEPS:
+            if self.kind == "sync":
+                self._run_fast = straight_line(plan.values, steps, self.keys)
+            elif self.kind == "threads":
+                self._run_fast = self._measure_and_plan
+                self._costs, self._measured = None, 0
 
     def __call__(self, values, callbacks=None):
         """Run with ``values`` for some literal slots; return the values of ``keys``."""
@@ -60,12 +71,27 @@ class PreparedRun:
             graph.update((k, Literal(k, v)) for k, v in values.items())
             return run_distributed(graph, self.keys, self.scheduler)
         callbacks = active(callbacks)
-        if self.kind == "sync" and not callbacks:
+        if self.kind in ("sync", "threads") and not callbacks:
             return self._run_fast(values)
         # with callbacks, "sync" is the shared loop with one worker: the calling thread
         kind, workers = ("threads", 1) if self.kind == "sync" else (self.kind, self.num_workers)
         return run_parallel(self.graph, self.keys, executor_for(kind, workers),
                             callbacks, plan=self.plan, values=values)
+
+    def _measure_and_plan(self, values):
+        """The first runs, on the dynamic loop, measure each unit; once ``MEASURED_RUNS`` have
+        succeeded, later runs follow a schedule fixed from each unit's least cost among them
+        (``static_threads``): a unit's first run may pay one-time costs (imports, caches)
+        and any run a one-off pause, which would misplace it."""
+        executor = ThreadExecutor(self.num_workers, costs=[0.0] * len(self.plan.units))
+        out = run_parallel(self.graph, self.keys, executor, (), plan=self.plan, values=values)
+        costs = executor.costs if self._costs is None else list(map(min, self._costs,
+                                                                    executor.costs))
+        self._costs, self._measured = costs, self._measured + 1
+        if self._measured == MEASURED_RUNS:
+            self._run_fast = StaticThreads(self.plan, self.keys, costs, executor.num_workers)
+            self._costs = None
+        return out
 
     def _run_loop(self, values):
         """The in-thread loop without callbacks, for graphs too large to write out."""

@@ -22,7 +22,7 @@ import weakref
 from ..graph import execute
 from .local import add_task_note
 
-__all__ = ["MAX_STEPS", "straight_line"]
+__all__ = ["MAX_STEPS", "Source", "straight_line"]
 
 MAX_STEPS = 10_000
 
@@ -37,59 +37,75 @@ def straight_line(literals, steps, keys):
     Keys and constants are bound by name in the function's globals, never
     written into the source, so any key (or value) works.
     """
-    names = {}
-
-    def var(key):
-        name = names.get(key)
-        if name is None:
-            name = names[key] = f"v{len(names)}"
-        return name
-
-    scope = {"execute": execute, "add_task_note": add_task_note,
-             "KEYS": [task.key for task, _ in steps]}
+    src = Source(KEYS=[task.key for task, _ in steps])
     lines = ["def run(values):", "    get = values.get"]
     for key, value in literals.items():
-        v = var(key)
-        scope[f"K_{v}"], scope[f"C_{v}"] = key, value
+        v = src.var(key)
+        src.scope[f"K_{v}"], src.scope[f"C_{v}"] = key, value
         lines.append(f"    {v} = get(K_{v}, C_{v})")
     lines += ["    t = 0", "    try:"]
     for i, (task, dead) in enumerate(steps):
         lines.append(f"        t = {i}")
-        lines.append(f"        {var(task.key)} = {_call(i, task, var, scope)}")
+        lines.append(f"        {src.var(task.key)} = {src.call(i, task)}")
         if dead:
-            lines.append(f"        del {', '.join(map(var, dead))}")
-    lines.append(f"        return [{', '.join(map(var, keys))}]")
+            lines.append(f"        del {', '.join(map(src.var, dead))}")
+    lines.append(f"        return [{', '.join(map(src.var, keys))}]")
     lines += ["    except BaseException as exc:", "        raise add_task_note(exc, KEYS[t])"]
-
-    source = "\n".join(lines) + "\n"
-    filename = f"<taskgrad straight-line plan {next(_serial)}>"
-    exec(compile(source, filename, "exec"), scope)
-    run = scope["run"]
-    # tracebacks through the generated code show its lines, as long as it lives
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    weakref.finalize(run, linecache.cache.pop, filename, None)
-    return run
+    return src.define(lines, "run", "straight-line plan")
 
 
-def _call(i, task, var, scope):
-    """The source of the call of step ``i``; its constants go into ``scope``."""
-    if task._refs is None:  # dependencies nested in containers: fill the template
-        scope[f"T{i}"] = task
-        deps = []
-        for j, dep in enumerate(task.dependencies):
-            scope[f"D{i}_{j}"] = dep
-            deps.append(f"D{i}_{j}: {var(dep)}")
-        return f"execute(T{i}, {{{', '.join(deps)}}})"
-    scope[f"F{i}"] = task.func
-    where = dict(task._refs)
-    args = []
-    for j, arg in enumerate(task.args):
-        if j in where:
-            args.append(var(where[j]))
-        else:
-            scope[f"A{i}_{j}"] = arg
-            args.append(f"A{i}_{j}")
-    if task.kwargs:
-        scope[f"W{i}"] = task.kwargs
-        args.append(f"**W{i}")
-    return f"F{i}({', '.join(args)})"
+class Source:
+    """Generated code in the making: a local variable per key, and the globals (``scope``)
+    that hold everything the source names (keys, functions, constants)."""
+
+    def __init__(self, **scope):
+        self.names = {}
+        self.scope = {"execute": execute, "add_task_note": add_task_note, **scope}
+
+    def var(self, key):
+        """The local variable that holds the value of ``key``."""
+        name = self.names.get(key)
+        if name is None:
+            name = self.names[key] = f"v{len(self.names)}"
+        return name
+
+    def bind(self, key):
+        """A global naming ``key`` itself (to look it up in a dict of values)."""
+        name = f"K_{self.var(key)}"
+        self.scope[name] = key
+        return name
+
+    def call(self, i, task):
+        """The source of the call of step ``i``; its constants go into ``scope``."""
+        scope, var = self.scope, self.var
+        if task._refs is None:  # dependencies nested in containers: fill the template
+            scope[f"T{i}"] = task
+            deps = []
+            for j, dep in enumerate(task.dependencies):
+                scope[f"D{i}_{j}"] = dep
+                deps.append(f"D{i}_{j}: {var(dep)}")
+            return f"execute(T{i}, {{{', '.join(deps)}}})"
+        scope[f"F{i}"] = task.func
+        where = dict(task._refs)
+        args = []
+        for j, arg in enumerate(task.args):
+            if j in where:
+                args.append(var(where[j]))
+            else:
+                scope[f"A{i}_{j}"] = arg
+                args.append(f"A{i}_{j}")
+        if task.kwargs:
+            scope[f"W{i}"] = task.kwargs
+            args.append(f"**W{i}")
+        return f"F{i}({', '.join(args)})"
+
+    def define(self, lines, name, what):
+        """Compile ``lines`` and return the function ``name`` they define; tracebacks through
+        it show its generated lines, as long as it lives."""
+        source = "\n".join(lines) + "\n"
+        filename = f"<taskgrad {what} {next(_serial)}>"
+        exec(compile(source, filename, "exec"), self.scope)
+        func = self.scope[name]
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        weakref.finalize(func, linecache.cache.pop, filename, None)
+        return func
