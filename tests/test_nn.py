@@ -11,6 +11,7 @@ import pytest
 import taskgrad as tg
 import taskgrad.nn as tnn
 import taskgrad.numpy as tnp
+from taskgrad.autodiff.shape_dtype import ShapeDtype
 from taskgrad.autodiff.trace import trace_call
 
 rng = np.random.default_rng(0)
@@ -277,8 +278,13 @@ def test_one_call_is_one_task_and_one_traced_op(func):
     assert isinstance(out, tg.Delayed) and len(out.graph) == 2
     assert out.key.startswith(func.__name__ + "-")
     assert len(func([d, d]).graph) == 2  # a list holding Delayeds is lazy too
+    if func is not tnn.relu:  # and so is a Delayed keyword
+        lazy = func(np.arange(6.0).reshape(2, 3), axis=tg.delayed(0))
+        np.testing.assert_array_equal(lazy.compute(), func(np.arange(6.0).reshape(2, 3), 0))
     tape = trace_call("f", lambda x: np.sum(func(x)), [[(0, 0)]], [r(2, 3)], {})
     assert [node[0] for node in tape.nodes] == [None, func, np.sum]
+    # the tape keeps of x what the rule reads: its shape and dtype only, but for logsumexp
+    assert (type(tape.nodes[1][1][0]) is ShapeDtype) == (func is not tnn.logsumexp)
 
 
 def test_on_plain_values_it_computes_at_once():

@@ -36,13 +36,19 @@ def _fused(func):
     """
     @functools.wraps(func)
     def call(*args, **kwargs):
-        if any(type(a) not in _ATOMS and unpack_delayed(a)[1]
-               for a in (*args, *kwargs.values())):
+        if _holds_delayed(args) or kwargs and _holds_delayed(kwargs.values()):
             return _make_delayed(prim, args, kwargs, prefix=func.__name__)
         return func(*args, **kwargs)
 
     prim = primitive(call)
     return prim
+
+
+def _holds_delayed(values):
+    for v in values:  # (arrays and numbers at once: this runs on every call)
+        if type(v) not in _ATOMS and unpack_delayed(v)[1]:
+            return True
+    return False
 
 
 def _shifted(x, axis):
@@ -69,7 +75,7 @@ def logsumexp(x, axis=None, keepdims=False):
     """``log(sum(exp(x), axis))``, computed stably, as ``scipy.special.logsumexp``: -inf
     entries count as zeros, a slice of them only gives -inf (without a warning)."""
     top = np.max(x, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0)  # (-inf, inf, nan: their exp says it all)
+    top = np.where(np.isfinite(top), top, 0)  # (-inf, inf, nan: exp of them is the answer)
     with np.errstate(divide="ignore"):
         total = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=keepdims))
     return total + np.reshape(top, np.shape(total))
