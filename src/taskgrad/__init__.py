@@ -29,6 +29,8 @@ __version__ = "0.1.0"
 
 # autodiff
 from . import numpy  # noqa: E402  (import taskgrad.numpy as tnp)
+from . import nn  # noqa: E402  (import taskgrad.nn as tnn)
 from .autodiff import MissingRuleError, check_grads, defvjp, grad, primitive, vjp  # noqa: E402
 
-__all__ += ["MissingRuleError", "check_grads", "defvjp", "grad", "numpy", "primitive", "vjp"]
+__all__ += ["MissingRuleError", "check_grads", "defvjp", "grad", "nn", "numpy", "primitive",
+            "vjp"]
