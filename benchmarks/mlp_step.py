@@ -3,26 +3,28 @@ batch 256), float64 and float32, in one process with BLAS threads = 1.
 
 Two sections per dtype.  The main table compares, one thread each:
 hand-written NumPy forward+backward (the baseline); taskgrad with fine-grained
-``tnp`` ops and with coarse plain-NumPy ``@tg.delayed`` layers, each rebuilt
-every step (graph, ``tg.grad``, planning, then computed) and compiled (the same
-graph built once with ``tg.placeholder`` for the batch and the parameters and
+ops (``tnp``, with ``taskgrad.nn``'s fused ReLU and log-softmax, as PyTorch's row
+uses ``torch.relu`` and ``log_softmax``; "composed" builds them from six ``tnp`` ops
+instead) and with coarse plain-NumPy ``@tg.delayed`` layers, each rebuilt every
+step (graph, ``tg.grad``, planning, then computed) and compiled (the same graph
+built once with ``tg.placeholder`` for the batch and the parameters and
 ``tg.compile``-d, as a training loop would, so that building, differentiating
 and planning are paid once and a step only feeds the values and runs), all on
-``"sync"``; HIPS autograd; PyTorch eager (CPU, one thread).
+``"sync"``; HIPS autograd (with its fused ``logsumexp``); PyTorch eager (CPU, one
+thread).
 
 The data-parallel section splits the batch into two halves: hand-written NumPy
-on the halves one after the other and on two threads (what the same NumPy work
-gets from a second thread on this machine in this run), the compiled one-batch
-layers graph run on each half the same way by hand (what taskgrad's own work gets
-from a second thread, without its scheduler), and the layers graph
-with two independent shard branches whose gradients are summed, rebuilt and
-compiled, each on ``"sync"`` and ``"threads"``; and the compiled whole step, SGD
-update included, so that the updates of the parameters run in parallel too
-(every other row updates in NumPy after the gradients, one thread).  It runs longer blocks of back-to-back
-steps, as a training loop does, and reports the threads-vs-sync speed-ups both
-as a ratio of medians and as the median of ratios paired within a round.  A
-probe, just before and just after it, measures how much of a second core is
-actually free.
+on the halves one after the other and on two threads (the ceiling: what the
+same NumPy work gets from a second thread on this machine in this run), and
+taskgrad graphs with two independent shard branches whose gradients are summed,
+each on ``"sync"`` and ``"threads"``: ``tnp`` rebuilt and compiled, layers
+compiled, and the compiled ``tnp`` step with the SGD update in the graph, so
+that the updates of the parameters run in parallel too (every other row updates
+in NumPy after the gradients, one thread).  It runs longer blocks of
+back-to-back steps, as a training loop does, and reports the threads-vs-sync
+speed-ups both as a ratio of medians and as the median of ratios paired within
+a round.  A probe, just before and just after it, measures how much of a second
+core is actually free.
 
 Every implementation's gradients (or new parameters) are checked against the
 baseline first.  Times
@@ -42,6 +44,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import taskgrad as tg  # noqa: E402
+import taskgrad.nn as tnn  # noqa: E402
 import taskgrad.numpy as tnp  # noqa: E402
 
 SIZES = (784, 256, 256, 10)
@@ -119,18 +122,32 @@ def halves_grads(grads_fn, params, x, onehot, threads):
 
 # ---------------------------------------------------------------- taskgrad
 
-def mlp_loss(m, x, onehot, W1, b1, W2, b2, W3, b3):
-    """The loss written once for any NumPy-like module ``m`` (``tnp``, ``autograd.numpy``)."""
-    h1 = m.maximum(x @ W1 + b1, 0.0)
-    h2 = m.maximum(h1 @ W2 + b2, 0.0)
-    z = h2 @ W3 + b3
-    z = z - m.max(z, axis=1, keepdims=True)
-    logp = z - m.log(m.sum(m.exp(z), axis=1, keepdims=True))
+def mlp_loss(m, relu, log_softmax, x, onehot, W1, b1, W2, b2, W3, b3):
+    """The loss written once for any NumPy-like module ``m`` (``tnp``, ``autograd.numpy``),
+    with that library's ReLU and log-softmax."""
+    h1 = relu(x @ W1 + b1)
+    h2 = relu(h1 @ W2 + b2)
+    logp = log_softmax(h2 @ W3 + b3)
     return -m.mean(m.sum(onehot * logp, axis=1))
 
 
+def composed_log_softmax(m):
+    """Log-softmax over rows made of ``m``'s own ops (six of them)."""
+    def log_softmax(z):
+        z = z - m.max(z, axis=1, keepdims=True)
+        return z - m.log(m.sum(m.exp(z), axis=1, keepdims=True))
+    return log_softmax
+
+
 def tnp_loss(x, onehot, *params):
-    return mlp_loss(tnp, x, onehot, *params)
+    """Fine-grained: one task per op, with taskgrad.nn's fused ReLU and log-softmax."""
+    return mlp_loss(tnp, tnn.relu, partial(tnn.log_softmax, axis=1), x, onehot, *params)
+
+
+def tnp_composed_loss(x, onehot, *params):
+    """Fine-grained, ReLU as ``maximum`` and log-softmax composed of six ``tnp`` ops."""
+    return mlp_loss(tnp, lambda a: tnp.maximum(a, 0.0), composed_log_softmax(tnp), x, onehot,
+                    *params)
 
 
 @tg.delayed
@@ -140,13 +157,12 @@ def dense_relu(x, W, b):
 
 @tg.delayed
 def softmax_cross_entropy(x, W, b, onehot):
-    z = x @ W + b
-    z = z - np.max(z, axis=1, keepdims=True)
-    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    logp = tnn.log_softmax(x @ W + b, axis=1)
     return -np.mean(np.sum(onehot * logp, axis=1))
 
 
 def layered_loss(x, onehot, W1, b1, W2, b2, W3, b3):
+    """Coarse: plain-NumPy layers, traced."""
     return softmax_cross_entropy(dense_relu(dense_relu(x, W1, b1), W2, b2), W3, b3, onehot)
 
 
@@ -202,9 +218,11 @@ def compiled_grads(loss_fn, dtype, scheduler="sync", shards=1, update=False):
 def autograd_parts():
     import autograd
     import autograd.numpy as anp
+    from autograd.scipy.special import logsumexp
 
-    def loss(params, x, onehot):
-        return mlp_loss(anp, x, onehot, *params)
+    def loss(params, x, onehot):  # (logsumexp: autograd's fused primitive, with its own rule)
+        return mlp_loss(anp, lambda a: anp.maximum(a, 0.0),
+                        lambda z: z - logsumexp(z, axis=1, keepdims=True), x, onehot, *params)
 
     value_and_grad = autograd.value_and_grad(loss)
 
@@ -267,10 +285,17 @@ def main_table_grads(dtype):
     """The taskgrad rows of the main table, as gradient functions."""
     return {
         "taskgrad tnp (sync)": partial(taskgrad_grads, tnp_loss),
+        "taskgrad tnp composed (sync)": partial(taskgrad_grads, tnp_composed_loss),
         "taskgrad layers (sync)": partial(taskgrad_grads, layered_loss),
         "taskgrad tnp compiled (sync)": compiled_grads(tnp_loss, dtype),
         "taskgrad layers compiled (sync)": compiled_grads(layered_loss, dtype),
     }
+
+
+# the 2-shard rows: (label, loss, compiled?)
+SHARDED = [("tnp 2 shards rebuilt", tnp_loss, False),
+           ("tnp 2 shards compiled", tnp_loss, True),
+           ("layers 2 shards compiled", layered_loss, True)]
 
 
 def parallel_grads(dtype):
@@ -279,35 +304,22 @@ def parallel_grads(dtype):
         "NumPy 2 halves (one thread)": partial(halves_grads, numpy_grads, threads=False),
         "NumPy 2 halves (2 threads)": partial(halves_grads, numpy_grads, threads=True),
     }
-    for scheduler in ("sync", "threads"):
-        impls[f"taskgrad 2 shards rebuilt ({scheduler})"] = \
-            partial(taskgrad_grads, layered_loss, scheduler=scheduler, shards=2)
-    for scheduler in ("sync", "threads"):
-        impls[f"taskgrad 2 shards compiled ({scheduler})"] = \
-            compiled_grads(layered_loss, dtype, scheduler, shards=2)
-    # the same work without taskgrad's parallel scheduler: the compiled one-batch graph run
-    # on each half by hand (on "sync"), as NumPy runs above
-    half_step = compiled_grads(layered_loss, dtype)
-    for label, threads in (("one thread", False), ("2 threads", True)):
-        impls[f"taskgrad compiled on 2 halves by hand ({label})"] = \
-            partial(halves_grads, half_step, threads=threads)
+    for label, loss_fn, compiled in SHARDED:
+        for scheduler in ("sync", "threads"):
+            impls[f"taskgrad {label} ({scheduler})"] = (
+                compiled_grads(loss_fn, dtype, scheduler, shards=2) if compiled
+                else partial(taskgrad_grads, loss_fn, scheduler=scheduler, shards=2))
     return impls
 
 
 # (label, the row on one thread or "sync", the row on two threads or "threads")
-SPEED_UPS = [
-    ("taskgrad 2 shards rebuilt, threads vs sync",
-     "taskgrad 2 shards rebuilt (sync)", "taskgrad 2 shards rebuilt (threads)"),
-    ("taskgrad 2 shards compiled, threads vs sync",
-     "taskgrad 2 shards compiled (sync)", "taskgrad 2 shards compiled (threads)"),
+SPEED_UPS = [(f"taskgrad {label}, threads vs sync", f"taskgrad {label} (sync)",
+              f"taskgrad {label} (threads)") for label, _, _ in SHARDED] + [
     ("the same with the SGD update in the graph, threads vs sync",
-     "taskgrad 2 shards compiled, update in graph (sync)",
-     "taskgrad 2 shards compiled, update in graph (threads)"),
+     "taskgrad tnp 2 shards compiled, update in graph (sync)",
+     "taskgrad tnp 2 shards compiled, update in graph (threads)"),
     ("ceiling: hand-written NumPy halves, 2 threads vs one",
      "NumPy 2 halves (one thread)", "NumPy 2 halves (2 threads)"),
-    ("taskgrad's work without its scheduler, 2 threads vs one",
-     "taskgrad compiled on 2 halves by hand (one thread)",
-     "taskgrad compiled on 2 halves by hand (2 threads)"),
 ]
 
 
@@ -316,8 +328,8 @@ def parallel_steps(dtype, par_grads):
     NumPy, and the compiled 2-shard graph with the update in the graph."""
     steps = {name: sgd(fn) for name, fn in par_grads.items()}
     for scheduler in ("sync", "threads"):
-        steps[f"taskgrad 2 shards compiled, update in graph ({scheduler})"] = \
-            compiled_grads(layered_loss, dtype, scheduler, shards=2, update=True)
+        steps[f"taskgrad tnp 2 shards compiled, update in graph ({scheduler})"] = \
+            compiled_grads(tnp_loss, dtype, scheduler, shards=2, update=True)
     return steps
 
 
@@ -384,6 +396,9 @@ def main():
             _common.print_probe()
             par_steps = parallel_steps(dtype, par_grads)
             check_same_gradients(par_steps, params, x, onehot, dtype, reference=numpy_step)
+            for step in par_steps.values():  # compiled "threads" steps fix their schedules
+                for _ in range(2):
+                    step(params, x, onehot)
             print_parallel_section(par_steps, (params, x, onehot), dtype, args.parallel_rounds)
             _common.print_probe()
 
