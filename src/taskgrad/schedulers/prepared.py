@@ -87,8 +87,9 @@ class PreparedRun:
         out = run_parallel(self.graph, self.keys, executor, (), plan=self.plan, values=values)
         costs = executor.costs if self._costs is None else list(map(min, self._costs,
                                                                     executor.costs))
-        self._costs, self._measured = costs, self._measured + 1
-        if self._measured == MEASURED_RUNS:
+        measured = self._measured + 1  # (a local: two threads may call at once)
+        self._costs, self._measured = costs, measured
+        if measured >= MEASURED_RUNS:
             self._run_fast = StaticThreads(self.plan, self.keys, costs, executor.num_workers)
             self._costs = None
         return out

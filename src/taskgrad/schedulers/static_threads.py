@@ -62,13 +62,13 @@ class StaticThreads:
         args = (lits, pub, latches, countdowns, out, fail, _wait)
         first, *others = self.programs
         join = _Join(len(others), fail)
-        for program in others:
-            _start_on_helper(partial(_run_helper, program, args, join))
         try:
+            for program in others:
+                _start_on_helper(partial(_run_helper, program, args, join))
             with running_tasks():
                 first(*args)
             join.wait()
-        except BaseException as exc:  # a task of the first program, or Ctrl-C
+        except BaseException as exc:  # a task of the first program, Ctrl-C, no new thread
             join.failed(exc)
             raise
         if fail:
