@@ -32,6 +32,16 @@ def planned(outputs, **kw):
     return tg.compile(outputs, scheduler="threads", num_workers=2, **kw)
 
 
+def split(outputs):
+    """A compiled step on 2 threads whose schedule is fixed at once, as if every unit took a
+    millisecond: independent branches then run on both threads, whatever they really cost
+    (measured, this test's tiny tasks would all stay on the calling thread)."""
+    step = planned(outputs)
+    run = step._run
+    run._run_fast = StaticThreads(run.plan, run.keys, [1e-3] * len(run.plan.units), 2)
+    return step
+
+
 # ---------------------------------------------------------------- partition
 
 def chains_plan(n_chains, length):
@@ -87,6 +97,24 @@ def test_costs_balance_independent_units():
     cost[0] = 8.0
     owner, order = partition(plan, 2, cost)
     assert order[owner[0]] == [0]
+
+
+def test_small_graphs_stay_on_the_calling_thread():
+    """Units far cheaper than handing a value to another thread are not worth moving."""
+    plan = chains_plan(2, 20)
+    owner, order = partition(plan, 2, [1e-6] * len(plan.units))
+    assert set(owner) == {0}
+
+
+@pytest.mark.parametrize("cost, workers_used", [(1e-6, 1), (1e-3, 2)])
+def test_a_unit_moves_to_another_thread_only_when_it_ends_sooner_there(cost, workers_used):
+    x = tg.delayed(1.0, name="x")
+    head = tnp.exp(x)
+    branches = [tnp.sin(head * i) for i in range(2)]
+    plan = Plan({k: t for b in branches for k, t in b.graph.items()}, [b.key for b in branches])
+    owner, order = partition(plan, 2, [cost] * len(plan.units))
+    check_valid(plan, owner, order)
+    assert len(set(owner)) == workers_used
 
 
 def test_partition_is_deterministic():
@@ -153,9 +181,7 @@ def test_calls_after_the_first_run_the_fixed_schedule_with_the_same_bits():
 
 
 def test_data_parallel_shards_stay_on_their_own_worker():
-    step = planned(data_parallel_step())
-    step(FEEDS)
-    step(FEEDS)
+    step = split(data_parallel_step())
     static, plan = static_of(step), step._run.plan
     # each shard's forward pass (from its matmul to its mean) runs on one worker, each shard
     # on its own, and so does the gradient of its weights (reached through the matmul's
@@ -189,7 +215,7 @@ def test_a_failing_task_on_a_helper_is_raised_with_its_key():
 
     a = tg.placeholder("a")
     branches = [maybe_fail(tnp.exp(a + i)) for i in range(2)]
-    step = planned(branches)
+    step = split(branches)
     assert len(step(a=1.0)) == 2
     assert len(step(a=1.0)) == 2
     boom["on"] = True
@@ -225,7 +251,7 @@ def test_no_task_starts_after_a_failure():
         time.sleep(0.001)
         return x + i
 
-    step = planned(two_chains(work, 100, offset=100))
+    step = split(two_chains(work, 100, offset=100))
     step(a=0)
     step(a=0)
     started.clear()
@@ -247,7 +273,7 @@ def test_a_failure_wakes_a_caller_waiting_for_a_value_from_the_helper():
         return x
 
     a = tg.placeholder("a")
-    step = planned(tnp.exp(a) + late(tnp.sin(a)))
+    step = split(tnp.exp(a) + late(tnp.sin(a)))
     step(a=0.5)
     step(a=0.5)
     failing["on"] = True
@@ -268,7 +294,7 @@ def test_ctrl_c_in_the_calling_thread_stops_the_helpers():
         time.sleep(0.002)
         return x + 1
 
-    step = planned(two_chains(tick, 40))
+    step = split(two_chains(tick, 40))
     assert step(a=0) == (40, 40)
     assert step(a=0) == (40, 40)
     interrupt["on"] = True
@@ -309,7 +335,7 @@ def test_values_die_after_their_last_reader_even_across_workers():
     a = tg.placeholder("a")
     blobs = [make(tnp.exp(a + i), f"b{i}") for i in range(2)]  # two branches: one blob crosses
     # (a second input keeps alive_after out of both's fused chain, whose inputs live to its end)
-    step = planned(alive_after(both(*blobs), tnp.sin(a), ["b0", "b1"]))
+    step = split(alive_after(both(*blobs), tnp.sin(a), ["b0", "b1"]))
     for _ in range(3):
         value, alive = step(a=0.0)
         assert value == pytest.approx(1 + np.e)
@@ -319,7 +345,7 @@ def test_values_die_after_their_last_reader_even_across_workers():
 
 def test_a_task_running_a_compiled_graph_does_not_wait_on_its_own_thread():
     inner_a = tg.placeholder("a")
-    inner = planned([tnp.exp(inner_a), tnp.sin(inner_a)])
+    inner = split([tnp.exp(inner_a), tnp.sin(inner_a)])
 
     @tg.delayed
     def nested(x):
@@ -327,14 +353,14 @@ def test_a_task_running_a_compiled_graph_does_not_wait_on_its_own_thread():
         return float(e + s)
 
     a = tg.placeholder("a")
-    outer = planned([nested(a + 1.0), nested(a + 2.0)])
+    outer = split([nested(a + 1.0), nested(a + 2.0)])
     for _ in range(4):
         got = outer(a=0.0)
     np.testing.assert_allclose(got, [np.exp(1) + np.sin(1), np.exp(2) + np.sin(2)])
 
 
 def test_two_threads_call_one_step_at_once():
-    step = planned(data_parallel_step())
+    step = split(data_parallel_step())
     want = step(FEEDS)
     results, errors = [], []
 
@@ -357,7 +383,7 @@ def test_two_threads_call_one_step_at_once():
 
 
 def test_helper_threads_are_reused_across_calls():
-    step = planned(data_parallel_step())
+    step = split(data_parallel_step())
     step(FEEDS)
     step(FEEDS)
     before = threading.active_count()
@@ -368,7 +394,7 @@ def test_helper_threads_are_reused_across_calls():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_runs_a_planned_step():
-    step = planned(data_parallel_step())
+    step = split(data_parallel_step())
     want = step(FEEDS)
     step(FEEDS)
     pid = os.fork()
