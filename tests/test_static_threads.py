@@ -405,10 +405,34 @@ def test_a_forked_child_runs_a_planned_step():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_callbacks_still_watch_every_task():
-    step = planned(data_parallel_step())
-    step(FEEDS)
-    step(FEEDS)
+def test_callbacks_watch_every_task_of_the_fixed_schedule():
+    step = split(data_parallel_step())
+    want = step(FEEDS)
     with tg.Profiler() as prof:
-        step(FEEDS)
-    assert len(prof.results) == sum(map(len, step._run.plan.units))
+        got = step(FEEDS)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    static, plan = static_of(step), step._run.plan
+    assert len(prof.results) == sum(map(len, plan.units))
+    worker_of = {task.key: static.owner[u] for u, unit in enumerate(plan.units) for task in unit}
+    assert {r.worker for r in prof.results} == {0, 1}
+    assert all(r.worker == worker_of[r.key] and r.start <= r.end for r in prof.results)
+    assert step(FEEDS) is not None  # and without callbacks again
+
+
+def test_a_callback_raising_fails_the_run_and_finishes_the_others():
+    finished = []
+
+    class Broken(tg.Callback):
+        def posttask(self, info):
+            if info.worker == 1:
+                raise RuntimeError("bug in my callback")
+
+        def finish(self, graph, errored):
+            finished.append(errored)
+
+    step = split(data_parallel_step())
+    with pytest.raises(RuntimeError, match="bug in my callback"):
+        step(FEEDS, callbacks=[Broken()])
+    assert finished == [True]
+    assert step(FEEDS) is not None

@@ -73,6 +73,8 @@ class PreparedRun:
         callbacks = active(callbacks)
         if self.kind in ("sync", "threads") and not callbacks:
             return self._run_fast(values)
+        if callbacks and isinstance(self._run_fast, StaticThreads):  # the fixed schedule
+            return self._run_fast(values, callbacks, self.graph)
         # with callbacks, "sync" is the shared loop with one worker: the calling thread
         kind, workers = ("threads", 1) if self.kind == "sync" else (self.kind, self.num_workers)
         return run_parallel(self.graph, self.keys, executor_for(kind, workers),

@@ -18,16 +18,20 @@ itself runs a compiled graph, or two threads calling at once, cannot wait on
 each other).  A failure anywhere stops every program before its next task and
 is raised in the calling thread with the task's key in a note; tasks already
 running on other threads finish in the background, as on the dynamic loop.
+Callbacks (a profiler, a progress bar) watch the same schedule: the programs
+are then written once more, with calls to their hooks around each task.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from functools import partial
 from queue import SimpleQueue
 
 from ..callbacks import running_tasks
+from .local import start_callbacks
 from .partition import partition
 from .worker_programs import worker_programs
 
@@ -44,23 +48,44 @@ class StaticThreads:
 
     def __init__(self, plan, keys, costs, workers):
         cost = [c + TASK_COST * len(unit) for c, unit in zip(costs, plan.units)]
+        self.plan, self.keys, self.literals = plan, keys, plan.values
         self.owner, self.order = partition(plan, workers, cost)
-        programs, self.latch_count, self.countdown_sizes = worker_programs(
-            plan, keys, self.owner, self.order)
-        # the calling thread runs the first program; helpers only those with units
-        self.programs = programs[:1] + [p for p, units in zip(programs[1:], self.order[1:])
-                                        if units]
-        self.literals = plan.values
-        self.keys = keys
+        self.programs, self.latch_count, self.countdown_sizes = self._write(watched=False)
+        self.watched = None  # the programs calling callbacks' hooks, written when first used
 
-    def __call__(self, values):
+    def _write(self, watched):
+        """The programs (the calling thread's first, then those of helpers with units), the
+        number of latches and the sizes of the countdowns."""
+        programs, latch_count, countdown_sizes = worker_programs(
+            self.plan, self.keys, self.owner, self.order, watched)
+        programs = programs[:1] + [p for p, units in zip(programs[1:], self.order[1:]) if units]
+        return programs, latch_count, countdown_sizes
+
+    def __call__(self, values, callbacks=(), graph=None):
+        """Run with ``values`` for some literal leaves; ``callbacks`` watch every task
+        (``graph``: what their ``start`` and ``finish`` are given)."""
+        if not callbacks:
+            return self._run(values, self.programs)
+        if self.watched is None:
+            self.watched = self._write(watched=True)[0]
+        start_callbacks(callbacks, graph)
+        errored = True
+        try:
+            out = self._run(values, self.watched, *_hooks(callbacks))
+            errored = False
+        finally:
+            for cb in callbacks:
+                cb._finish(graph, errored)
+        return out
+
+    def _run(self, values, programs, *hooks):
         lits = self.literals.copy()
         lits.update(values)
         pub, out, fail = {}, {}, []
         latches = [_closed_latch() for _ in range(self.latch_count)]
         countdowns = [[None] * n for n in self.countdown_sizes]
-        args = (lits, pub, latches, countdowns, out, fail, _wait)
-        first, *others = self.programs
+        args = (lits, pub, latches, countdowns, out, fail, _wait, *hooks)
+        first, *others = programs
         join = _Join(len(others), fail)
         try:
             for program in others:
@@ -74,6 +99,24 @@ class StaticThreads:
         if fail:
             raise fail[0]
         return [out[k] if k in out else lits[k] for k in self.keys]
+
+
+def _hooks(callbacks):
+    """``(pre, post)`` for watched programs: the callbacks' hooks, one call at a time."""
+    lock = threading.Lock()
+
+    def pre(key):
+        with lock:
+            for cb in callbacks:
+                cb._pretask(key)
+
+    def post(key, start, worker):
+        info = (key, start, time.time(), worker)
+        with lock:
+            for cb in callbacks:
+                cb._posttask(info)
+
+    return pre, post
 
 
 def _closed_latch():

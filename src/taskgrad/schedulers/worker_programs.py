@@ -18,17 +18,21 @@ and returns when it is set (no task starts after a failure).  ``wait(latch,
 fail)`` blocks until the latch opens, or returns False once the run has
 failed.  A value read by several other workers is dropped from ``pub`` by the
 last of them to read it (``countdowns``: one list per such value, one item per
-reader, each reader pops one).
+reader, each reader pops one).  A *watched* program (for callbacks: a profiler,
+a progress bar) also calls ``pre(key)`` before each task and ``post(key, start,
+worker)`` after it.
 """
 
 from __future__ import annotations
+
+import time
 
 from .straight_line import Source
 
 __all__ = ["worker_programs"]
 
 
-def worker_programs(plan, keys, owner, order):
+def worker_programs(plan, keys, owner, order, watched=False):
     """``(programs, latch_count, countdown_sizes)`` for ``plan`` partitioned as ``owner``
     (unit -> worker) and ``order`` (worker -> its units in the order it runs them).
     ``keys`` are the outputs: each program writes those it computes into ``out``."""
@@ -49,7 +53,7 @@ def worker_programs(plan, keys, owner, order):
             countdowns[key] = len(countdowns)
     wanted = set(keys)
     programs = [_program(w, [units[u] for u in units_of_w], plan, wanted, remote, latches,
-                         countdowns)
+                         countdowns, watched)
                 for w, units_of_w in enumerate(order)]
     sizes = [0] * len(countdowns)
     for key, i in countdowns.items():
@@ -57,16 +61,17 @@ def worker_programs(plan, keys, owner, order):
     return programs, len(latches), sizes
 
 
-def _program(worker, units, plan, wanted, remote, latches, countdowns):
+def _program(worker, units, plan, wanted, remote, latches, countdowns, watched):
     """The function that runs ``units`` (lists of tasks, in order) on ``worker``."""
     steps = [task for unit in units for task in unit]
-    src = Source(KEYS=[task.key for task in steps])
+    src = Source(KEYS=[task.key for task in steps], clock=time.time)
     last_read = {}
     for i, task in enumerate(steps):
         for dep in task.dependencies:
             last_read[dep] = i
     literals = plan.values
-    lines = ["def run(lits, pub, L, C, out, fail, wait):", "    t = -1", "    try:"]
+    lines = ["def run(lits, pub, L, C, out, fail, wait, pre=None, post=None):", "    t = -1",
+             "    try:"]
     here = set()  # keys whose values this program holds in locals
     for i, task in enumerate(steps):
         for dep in task.dependencies:
@@ -90,7 +95,12 @@ def _program(worker, units, plan, wanted, remote, latches, countdowns):
         key = task.key
         v = src.var(key)
         here.add(key)
-        lines += ["        if fail: return", f"        t = {i}", f"        {v} = {src.call(i, task)}"]
+        lines += ["        if fail: return", f"        t = {i}"]
+        if watched:
+            lines += ["        pre(KEYS[t])", "        s = clock()"]
+        lines.append(f"        {v} = {src.call(i, task)}")
+        if watched:
+            lines.append(f"        post(KEYS[t], s, {worker})")
         if key in remote:
             lines.append(f"        pub[{src.bind(key)}] = {v}")
             lines += [f"        L[{latches[key, w]}].release()" for w in remote[key]]
