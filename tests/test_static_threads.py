@@ -204,15 +204,20 @@ def test_data_parallel_shards_stay_on_their_own_worker():
     assert static.latch_count <= 6  # what crosses: the shards' results on their way to sums
 
 
-def test_a_failing_task_on_a_helper_is_raised_with_its_key():
-    boom = {"on": False}
-
+def failing_on_helpers(switch, exc):
+    """A task that returns its input, or raises ``exc`` on a helper thread while
+    ``switch["on"]``."""
     @tg.delayed
     def maybe_fail(x):
-        if boom["on"] and threading.current_thread() is not threading.main_thread():
-            raise KeyError("bad key")
+        if switch["on"] and threading.current_thread() is not threading.main_thread():
+            raise exc
         return x
+    return maybe_fail
 
+
+def test_a_failing_task_on_a_helper_is_raised_with_its_key():
+    boom = {"on": False}
+    maybe_fail = failing_on_helpers(boom, KeyError("bad key"))
     a = tg.placeholder("a")
     branches = [maybe_fail(tnp.exp(a + i)) for i in range(2)]
     step = split(branches)
@@ -436,3 +441,124 @@ def test_a_callback_raising_fails_the_run_and_finishes_the_others():
         step(FEEDS, callbacks=[Broken()])
     assert finished == [True]
     assert step(FEEDS) is not None
+
+
+def test_a_graph_too_large_to_write_out_runs_on_the_dynamic_scheduler():
+    """Over ``MAX_STEPS`` tasks a compiled graph keeps the shared loop: still in parallel."""
+    import taskgrad.schedulers.prepared as prepared
+
+    threads = set()
+
+    @tg.delayed
+    def where(x):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # each branch waits: two threads overlap
+        return x
+
+    a = tg.placeholder("a")
+    branches = []
+    for b in range(2):
+        x = where(a + b)
+        for _ in range(30):
+            x = x + 1
+        branches.append(x)
+    old = prepared.MAX_STEPS
+    prepared.MAX_STEPS = 20
+    try:
+        step = planned(branches)
+    finally:
+        prepared.MAX_STEPS = old
+    for _ in range(3):
+        assert step(a=0) == (30, 31)
+    assert step._run._run_fast is None
+    assert len(threads) == 2
+
+
+def test_the_first_failure_is_raised_even_when_the_calling_thread_fails_later():
+    on = {"on": False}
+
+    @tg.delayed
+    def main_fails_late(x):
+        if on["on"] and threading.current_thread() is threading.main_thread():
+            time.sleep(0.2)
+            raise TypeError("second")
+        return x
+
+    helper_fails_first = failing_on_helpers(on, ValueError("first"))
+    a = tg.placeholder("a")
+    step = split([main_fails_late(tnp.exp(a)), helper_fails_first(tnp.sin(a))])
+    step(a=1.0)
+    on["on"] = True
+    with pytest.raises(ValueError, match="first"):
+        step(a=1.0)
+
+
+def test_no_hook_is_called_after_finish_when_a_run_fails():
+    events = []
+    on = {"v": False}
+
+    @tg.delayed
+    def slow(x):
+        if on["v"]:
+            time.sleep(0.2)
+        return x
+
+    @tg.delayed
+    def bad(x):
+        if on["v"]:
+            time.sleep(0.02)
+            raise ValueError("fails")
+        return x
+
+    cb = tg.Callback(posttask=lambda info: events.append("posttask"),
+                     finish=lambda graph, errored: events.append("finish"))
+    a = tg.placeholder("a")
+    step = split([bad(tnp.sin(a)), slow(tnp.cos(a))])
+    step(a=0.0)
+    on["v"] = True
+    with pytest.raises(ValueError):
+        step(a=0.0, callbacks=[cb])
+    time.sleep(0.4)  # the other thread's task ends meanwhile
+    assert events[-1] == "finish"
+
+
+def test_what_a_hook_raises_names_no_task():
+    def broken(key):
+        raise RuntimeError("bug in my callback")
+
+    a = tg.placeholder("a")
+    step = split([tnp.sin(a), tnp.cos(a)])
+    with pytest.raises(RuntimeError, match="bug in my callback") as info:
+        step(a=0.0, callbacks=[tg.Callback(pretask=broken)])
+    assert not getattr(info.value, "__notes__", None)
+
+
+def test_idle_helper_threads_are_bounded_after_many_runs_at_once():
+    from taskgrad.schedulers.static_threads import MAX_IDLE
+
+    step = split(data_parallel_step())
+    barrier = threading.Barrier(24)
+
+    def call():
+        barrier.wait()
+        for _ in range(5):
+            step(FEEDS)
+
+    callers = [threading.Thread(target=call) for _ in range(24)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    time.sleep(0.2)  # the helpers beyond the bound end
+    helpers = [t for t in threading.enumerate() if t.name == "taskgrad-program"]
+    assert len(helpers) <= MAX_IDLE
+
+
+def test_short_units_ready_from_the_start_stay_on_the_calling_thread():
+    """Many short independent units: mostly Python holding the GIL, not worth a thread."""
+    parts = [tnp.sqrt(tg.delayed(float(i), name=f"v{i}")) for i in range(50)]
+    plan = Plan({k: t for p in parts for k, t in p.graph.items()}, [p.key for p in parts])
+    owner, order = partition(plan, 2, [1e-4] * len(plan.units))
+    assert set(owner) == {0}
+    owner, order = partition(plan, 2, [1e-3] * len(plan.units))
+    assert set(owner) == {0, 1}

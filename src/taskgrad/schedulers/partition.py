@@ -12,10 +12,13 @@ work-stealing schedulers: a unit made ready by a worker's unit goes to that
 worker's own queue, so a branch (a data-parallel shard, say) stays on the
 worker that started it and its values stay in that thread.  A worker with
 nothing of its own takes a unit that was ready from the start, or steals one,
-but only where that pays: handing a value to another thread costs a wake-up
+but only where that pays.  Handing a value to another thread costs a wake-up
 (``HANDOFF``), so a unit runs on another worker than its inputs' only if it
 then ends sooner than where it is, and a helper thread starts ``HANDOFF``
-after the calling thread.  Small graphs thus stay on the calling thread.
+after the calling thread.  And a unit shorter than a few hand-offs
+(``MOVABLE``) stays where it is: most of such a unit is Python, which holds
+the GIL, so it would not run in parallel anyway.  Small graphs thus stay on
+the calling thread.
 
 Every unit starts, in the simulation, after the units it reads have ended;
 running each worker's list in order of those start times can therefore never
@@ -27,11 +30,14 @@ from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
 
-__all__ = ["HANDOFF", "partition"]
+__all__ = ["HANDOFF", "MOVABLE", "partition"]
 
 # seconds for a value to reach a thread that waits for it (measured here: a wake-up of a
 # blocked thread 27 us, a ping-pong between two threads 86 us a round trip)
 HANDOFF = 5e-5
+# the least cost, in hand-offs, of a unit run by a helper on another worker's values (or
+# on none): a matrix product of a data-parallel shard is (0.2-1.4 ms), a small op is not
+MOVABLE = 4
 
 
 def partition(plan, workers, cost, handoff=HANDOFF):
@@ -103,18 +109,21 @@ class _Simulation:
     def take(self, w, now, handoff):
         """The unit worker ``w``, free at ``now``, runs next (None: none for it now): its
         own first (the lowest-numbered: the oldest branch), then one ready from the start,
-        then one stolen from the worker with the most work left, if it ends sooner here."""
+        then one stolen from the worker with the most work left, if it ends sooner here;
+        a helper takes a unit that is not its own only if it is ``MOVABLE``."""
+        movable = MOVABLE * handoff
         if self.own[w]:
             u = self._pop(w)
-        elif self.unowned:
-            u = heappop(self.unowned)
+        elif self.unowned and (w == 0 or self.cost[self.unowned[0]] >= movable):
+            u = heappop(self.unowned)  # (the calling thread takes any: it runs the rest)
         else:
             busy = [v for v in range(len(self.own)) if self.own[v]]
             if not busy:
                 return None
             v = max(busy, key=lambda v: self.busy_until[v] + self.backlog[v])
             u = self.own[v][0]
-            if now + handoff + self.cost[u] >= self.busy_until[v] + self.backlog[v]:
+            if self.cost[u] < movable or \
+                    now + handoff + self.cost[u] >= self.busy_until[v] + self.backlog[v]:
                 return None
             self._pop(v)
         self.owner[u] = w

@@ -12,6 +12,8 @@ later calls run a fixed schedule, one such function per worker
 
 from __future__ import annotations
 
+import threading
+
 from ..graph import Literal, execute
 from . import executor_for, resolve
 from .distributed import run_distributed
@@ -56,13 +58,18 @@ class PreparedRun:
                 after = (unit[i - 1].key,) if i else ()
                 steps.append((task, after + dead if i == len(unit) - 1 else after))
         self.steps = steps
-        self._run_fast = self._run_loop
-        if len(steps) <= MAX_STEPS:
-            if self.kind == "sync":
+        # what a call without callbacks runs: on "sync", the plan written out (or the loop,
+        # for a graph too large to write out); on "threads", the measuring calls, then the
+        # fixed schedule; None: the shared loop (``run_parallel``)
+        self._run_fast = None
+        if self.kind == "sync":
+            self._run_fast = self._run_loop
+            if len(steps) <= MAX_STEPS:
                 self._run_fast = straight_line(plan.values, steps, self.keys)
-            elif self.kind == "threads":
-                self._run_fast = self._measure_and_plan
-                self._costs, self._measured = None, 0
+        elif self.kind == "threads" and len(steps) <= MAX_STEPS:
+            self._run_fast = self._measure_and_plan
+            self._costs, self._measured = None, 0
+            self._planning = threading.Lock()
 
     def __call__(self, values, callbacks=None):
         """Run with ``values`` for some literal slots; return the values of ``keys``."""
@@ -71,7 +78,7 @@ class PreparedRun:
             graph.update((k, Literal(k, v)) for k, v in values.items())
             return run_distributed(graph, self.keys, self.scheduler)
         callbacks = active(callbacks)
-        if self.kind in ("sync", "threads") and not callbacks:
+        if self._run_fast is not None and not callbacks:
             return self._run_fast(values)
         if callbacks and isinstance(self._run_fast, StaticThreads):  # the fixed schedule
             return self._run_fast(values, callbacks, self.graph)
@@ -87,13 +94,16 @@ class PreparedRun:
         and any run a one-off pause, which would misplace it."""
         executor = ThreadExecutor(self.num_workers, costs=[0.0] * len(self.plan.units))
         out = run_parallel(self.graph, self.keys, executor, (), plan=self.plan, values=values)
-        costs = executor.costs if self._costs is None else list(map(min, self._costs,
-                                                                    executor.costs))
-        measured = self._measured + 1  # (a local: two threads may call at once)
-        self._costs, self._measured = costs, measured
-        if measured >= MEASURED_RUNS:
-            self._run_fast = StaticThreads(self.plan, self.keys, costs, executor.num_workers)
-            self._costs = None
+        with self._planning:  # (several threads may call at once)
+            if isinstance(self._run_fast, StaticThreads):  # planned meanwhile
+                return out
+            costs = executor.costs if self._costs is None else list(map(min, self._costs,
+                                                                        executor.costs))
+            self._costs, self._measured = costs, self._measured + 1
+            if self._measured >= MEASURED_RUNS:
+                self._run_fast = StaticThreads(self.plan, self.keys, costs,
+                                               executor.num_workers)
+                self._costs = None
         return out
 
     def _run_loop(self, values):

@@ -68,12 +68,14 @@ class StaticThreads:
             return self._run(values, self.programs)
         if self.watched is None:
             self.watched = self._write(watched=True)[0]
+        hooks = _Hooks(callbacks)
         start_callbacks(callbacks, graph)
         errored = True
         try:
-            out = self._run(values, self.watched, *_hooks(callbacks))
+            out = self._run(values, self.watched, hooks.pre, hooks.post)
             errored = False
         finally:
+            hooks.close()  # a task still running after a failure reports nothing more
             for cb in callbacks:
                 cb._finish(graph, errored)
         return out
@@ -95,28 +97,38 @@ class StaticThreads:
             join.wait()
         except BaseException as exc:  # a task of the first program, Ctrl-C, no new thread
             join.failed(exc)
-            raise
+            if fail[0] is exc:
+                raise
         if fail:
-            raise fail[0]
+            raise fail[0]  # the run's first failure (a helper's, perhaps before this thread's)
         return [out[k] if k in out else lits[k] for k in self.keys]
 
 
-def _hooks(callbacks):
-    """``(pre, post)`` for watched programs: the callbacks' hooks, one call at a time."""
-    lock = threading.Lock()
+class _Hooks:
+    """The callbacks' hooks for watched programs, called one at a time, and no more once
+    the run is over."""
 
-    def pre(key):
-        with lock:
-            for cb in callbacks:
-                cb._pretask(key)
+    def __init__(self, callbacks):
+        self.callbacks = callbacks
+        self.lock = threading.Lock()
+        self.open = True
 
-    def post(key, start, worker):
+    def pre(self, key):
+        with self.lock:
+            if self.open:
+                for cb in self.callbacks:
+                    cb._pretask(key)
+
+    def post(self, key, start, worker):
         info = (key, start, time.time(), worker)
-        with lock:
-            for cb in callbacks:
-                cb._posttask(info)
+        with self.lock:
+            if self.open:
+                for cb in self.callbacks:
+                    cb._posttask(info)
 
-    return pre, post
+    def close(self):
+        with self.lock:
+            self.open = False
 
 
 def _closed_latch():
@@ -186,6 +198,7 @@ class _Join:
 
 _idle = []  # the queues of helper threads waiting for a program, most recently used last
 _idle_lock = threading.Lock()
+MAX_IDLE = 8  # idle helpers kept; more (after many runs at once) end
 
 
 def _start_on_helper(job):
@@ -203,13 +216,18 @@ def _start_on_helper(job):
 def _serve(queue):
     while True:
         job = queue.get()
+        if job is None:
+            return
         job(queue)
         del job
 
 
 def _become_idle(queue):
     with _idle_lock:
-        _idle.append(queue)
+        if len(_idle) < MAX_IDLE:
+            _idle.append(queue)
+            return
+    queue.put(None)  # enough are idle: this thread ends
 
 
 def _forget_helpers():

@@ -95,12 +95,12 @@ def _program(worker, units, plan, wanted, remote, latches, countdowns, watched):
         key = task.key
         v = src.var(key)
         here.add(key)
-        lines += ["        if fail: return", f"        t = {i}"]
+        lines.append("        if fail: return")
+        if watched:  # (t = -1 around the hooks: what they raise names no task)
+            lines += [f"        pre(KEYS[{i}])", "        s = clock()"]
+        lines += [f"        t = {i}", f"        {v} = {src.call(i, task)}"]
         if watched:
-            lines += ["        pre(KEYS[t])", "        s = clock()"]
-        lines.append(f"        {v} = {src.call(i, task)}")
-        if watched:
-            lines.append(f"        post(KEYS[t], s, {worker})")
+            lines += ["        t = -1", f"        post(KEYS[{i}], s, {worker})"]
         if key in remote:
             lines.append(f"        pub[{src.bind(key)}] = {v}")
             lines += [f"        L[{latches[key, w]}].release()" for w in remote[key]]
