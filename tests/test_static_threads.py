@@ -562,3 +562,17 @@ def test_short_units_ready_from_the_start_stay_on_the_calling_thread():
     assert set(owner) == {0}
     owner, order = partition(plan, 2, [1e-3] * len(plan.units))
     assert set(owner) == {0, 1}
+
+
+def test_tasks_that_wait_for_io_are_spread_over_the_threads():
+    """A unit's cost is its wall time: one that waits (a file, a socket) holds its thread."""
+    @tg.delayed
+    def fetch(i):
+        time.sleep(0.02)  # waiting, not computing
+        return i
+
+    s = tg.placeholder("s")
+    step = planned(tg.delayed(sum)([fetch(s + i) for i in range(6)]))
+    for _ in range(3):
+        assert step(s=0) == 15
+    assert all(static_of(step).order)  # both threads fetch

@@ -6,8 +6,8 @@ the GIL.  With fine-grained tasks (one ``tnp`` op each) that is most of the
 Python a step runs, and while one thread runs it the other waits for the GIL:
 a data-parallel step of ``tnp`` ops gained almost nothing from a second
 thread.  A compiled graph runs the same units at every call, so its schedule
-can be fixed once: the first call runs on the dynamic loop and measures each
-unit's CPU time, ``partition.py`` simulates the loop with those costs, and
+can be fixed once: the first calls run on the dynamic loop and measure each
+unit's time, ``partition.py`` simulates the loop with those costs, and
 ``worker_programs.py`` writes each worker's share as straight-line code.
 Later calls only start the programs: the calling thread runs the first, pool
 threads the others, and they meet only where a value crosses between them.
@@ -37,7 +37,7 @@ from .worker_programs import worker_programs
 
 __all__ = ["StaticThreads", "TASK_COST"]
 
-# added to a unit's measured CPU time per task: what running one costs besides its own work
+# added to a unit's measured time per task: what running one costs besides its own work
 TASK_COST = 1e-6
 
 

@@ -8,15 +8,17 @@ returns no values, only its timings.
 
 from __future__ import annotations
 
-from time import thread_time
+from time import perf_counter
 
 from .local import default_num_workers, run_unit
 
 
 class ThreadExecutor:
-    """``costs``, when a list, receives each unit's CPU time in this thread (a unit that
-    waits for the GIL does not count it), by unit number: what ``static_threads`` plans
-    a compiled graph with."""
+    """``costs``, when a list, receives each unit's wall time, by unit number: what
+    ``static_threads`` plans a compiled graph with.  (Wall, not CPU time: a unit that
+    waits, for a file, a socket, a nested run, holds its thread as long as one that
+    computes; the time a unit waits for the GIL counts too, which only makes it look
+    more worth a thread of its own than it is.)"""
 
     max_batch = 256
 
@@ -42,9 +44,9 @@ class ThreadExecutor:
             if costs is None:
                 run_unit(units[u], results, timings)
             else:
-                start = thread_time()
+                start = perf_counter()
                 run_unit(units[u], results, timings)
-                costs[u] = thread_time() - start
+                costs[u] = perf_counter() - start
         return None, timings, worker
 
     def stop(self, errored):
