@@ -40,9 +40,9 @@ def straight_line(literals, steps, keys):
     src = Source(KEYS=[task.key for task, _ in steps])
     lines = ["def run(values):", "    get = values.get"]
     for key, value in literals.items():
-        v = src.var(key)
-        src.scope[f"K_{v}"], src.scope[f"C_{v}"] = key, value
-        lines.append(f"    {v} = get(K_{v}, C_{v})")
+        v, k = src.var(key), src.bind(key)
+        src.scope[f"C_{v}"] = value
+        lines.append(f"    {v} = get({k}, C_{v})")
     lines += ["    t = 0", "    try:"]
     for i, (task, dead) in enumerate(steps):
         lines.append(f"        t = {i}")

@@ -55,10 +55,8 @@ def worker_programs(plan, keys, owner, order, watched=False):
     programs = [_program(w, [units[u] for u in units_of_w], plan, wanted, remote, latches,
                          countdowns, watched)
                 for w, units_of_w in enumerate(order)]
-    sizes = [0] * len(countdowns)
-    for key, i in countdowns.items():
-        sizes[i] = len(remote[key])
-    return programs, len(latches), sizes
+    # (countdowns are numbered in the dict's order)
+    return programs, len(latches), [len(remote[key]) for key in countdowns]
 
 
 def _program(worker, units, plan, wanted, remote, latches, countdowns, watched):
