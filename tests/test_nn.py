@@ -156,6 +156,18 @@ def test_logsumexp_handles_infinities_as_scipy_does_without_warnings():
     np.testing.assert_array_equal(tg.grad(tnn.logsumexp(leaf), leaf).compute(), [0, 0.5, 0.5])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_values_are_maximums_with_zero_bit_for_bit(dtype):
+    # (float32 takes another route to np.maximum, against an array of zeros: faster here)
+    x = np.array([[-0.0, 0.0, np.nan, -np.inf], [np.inf, -1.5, 2.5, 1e-40]], dtype)
+    for value in (x, x.T, x[:, ::2], dtype(-3.0), np.array(2.0, dtype)):
+        out = tnn.relu(value)
+        expected = np.maximum(value, 0)
+        assert np.asarray(out).dtype == dtype
+        np.testing.assert_array_equal(out, expected)
+        assert np.array_equal(np.signbit(out), np.signbit(expected))
+
+
 def test_scalars_and_0d_arrays():
     assert tnn.logsumexp(2.5) == 2.5
     assert tnn.logsumexp(np.array(-1.0), keepdims=True) == -1.0

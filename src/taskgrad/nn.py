@@ -84,6 +84,10 @@ def logsumexp(x, axis=None, keepdims=False):
 @_fused
 def relu(x):
     """``maximum(x, 0)``, whose gradient is 0 at 0 (not ``maximum``'s 0.5)."""
+    if type(x) is np.ndarray and x.dtype == np.float32:
+        # NumPy (2.4) compares float32 with a scalar in a slow loop, and with an array in a
+        # vector one (measured for 256x256: 33 us against 0, 15 us against fresh zeros)
+        return np.maximum(x, np.zeros(x.shape, np.float32))
     return np.maximum(x, 0)
 
 
