@@ -16,7 +16,10 @@ Then, in reverse order, each active node's cotangent becomes a Delayed:
   ``optimize``) then computes the forward node from the tape, so the
   function runs once per ``compute``.
 
-Every task built here has ``role="backward"``.
+Every task built here has ``role="backward"``.  The tasks are written down as a
+:class:`~taskgrad.autodiff.recipe.Recipe`, forward nodes named by position, and
+made from it; a graph of a structure seen before takes the recipe of the first
+(a training loop rebuilding its graph every step pays the analysis once).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
+from .recipe import ARG, CONST, KWARGS, REF, Recipe, cached, signature
 from .rules import (_CACHES, MissingRuleError, has_rules, is_nondifferentiable, remember,
                     rule_for, shape_only_inputs, ufunc_call_for_rules)
 
@@ -43,7 +47,7 @@ def grad(y, wrt):
     """
     _check_delayed(y, "y")
     tok = new_token()
-    seed = _make(f"seed-{y._key}-{tok}", ones_for, (Ref(y._key), y._key), None, (y,))
+    seed = _make(f"seed-{y._key}-{tok}", ones_for, (Ref(y._key), y._key), (y,))
     return _backward(y, wrt, seed, tok)
 
 
@@ -56,7 +60,7 @@ def vjp(y, wrt, cotangent):
     template, given = unpack_delayed(cotangent)  # (a tuple or dict may hold Delayeds)
     given.pop(y._key, None)
     seed = _make(f"cotangent-{y._key}-{tok}", checked_cotangent, (Ref(y._key), template, y._key),
-                 None, (y, *given.values()))
+                 (y, *given.values()))
     return _backward(y, wrt, seed, tok)
 
 
@@ -74,14 +78,9 @@ _EDGE_RULES = {}
 _CACHES.extend([_SPECS, _EDGE_RULES])
 
 
-def _make(key, func, args, kwargs, deps, fill_plan=False, dep_keys=None):
-    """A backward task as a Delayed; ``dep_keys`` are the keys of ``deps`` when the
-    caller has them (the edges of one node share them)."""
-    deps = tuple(deps)
-    if dep_keys is None:
-        dep_keys = tuple(map(_key_of, deps))
-    # positional: grad makes one task per backward edge, and keywords cost here
-    task = Task(key, func, args, kwargs, dep_keys, True, "backward", fill_plan)
+def _make(key, func, args, deps):
+    """A backward task made outside a recipe (the seed) as a Delayed."""
+    task = Task(key, func, args, None, tuple(map(_key_of, deps)), True, "backward")
     return Delayed(key, task, deps)
 
 
@@ -162,10 +161,26 @@ def _backward(y, wrt, seed, tok):
     wrts = [wrt] if single else list(wrt)
     for i, w in enumerate(wrts):
         _check_delayed(w, f"wrt[{i}]")
-    targets = {w._key for w in wrts}
 
     nodes = _collect(y)
+    forward = list(nodes.values())
+    key = signature(forward, wrts, tape_vjp)
+    if key is None:
+        recipe = _analyse(nodes, y, wrts)
+    else:
+        recipe = cached(key, lambda: _analyse(nodes, y, wrts))
+    grads = recipe.make(forward, seed, wrts, tok, _kwargs_template)
+    if single:
+        return grads[0]
+    return type(wrt)(grads) if isinstance(wrt, tuple) else grads
+
+
+def _analyse(nodes, y, wrts):
+    """The recipe of the backward tasks of ``y``'s graph (``nodes``, in post-order)."""
+    targets = {w._key for w in wrts}
     order = list(nodes)
+    at = {k: i for i, k in enumerate(order)}
+    recipe = Recipe(len(order), len(wrts))
     plans = {}  # active key -> what its backward tasks are built from (see ``_plan``)
     active = set()
     valued = {y._key}  # forward values some backward task reads (the seed reads y)
@@ -179,20 +194,19 @@ def _backward(y, wrt, seed, tok):
     metas = {}
 
     def meta(k):
-        """The ``describe`` task of forward value ``k`` (one per value).  A value that
-        stays alive anyway (a leaf, or read whole by another backward task) is read
-        as it is."""
-        d = metas.get(k)
-        if d is None:
+        """The pool position of the ``describe`` task of forward value ``k`` (one per
+        value).  A value that stays alive anyway (a leaf, or read whole by another
+        backward task) is read as it is."""
+        m = metas.get(k)
+        if m is None:
             task = nodes[k]._task
             if k in valued or task.func is None or isinstance(task, Placeholder):
-                return nodes[k]
-            d = metas[k] = _make(f"meta-{k}-{tok}", describe, (Ref(k),), None, (nodes[k],),
-                                 ((0, k),))
-        return d
+                return at[k]
+            m = metas[k] = recipe.add("meta", at[k], "", describe, [(REF, 0, None)], [at[k]])
+        return m
 
     found = {}
-    cots = {y._key: [seed]} if y._key in active else {}
+    cots = {y._key: [recipe.seed]} if y._key in active else {}
     for key in reversed(order):
         contribs = cots.pop(key, None)
         if not contribs:
@@ -200,29 +214,29 @@ def _backward(y, wrt, seed, tok):
         if len(contribs) == 1:
             g = contribs[0]
         else:
-            g = _make(f"grad-{key}-{tok}", sum_cotangents, tuple(Ref(c._key) for c in contribs),
-                      None, contribs)
+            g = recipe.add("grad", at[key], "", sum_cotangents,
+                           [(REF, j, None) for j in range(len(contribs))], contribs)
         if key in targets:
             found[key] = g
         view, live, ruled, kwargs_t, spec = plans[key]
         if not live:
             continue
         if ruled:
-            edges = _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta)
+            edges = _rule_edges(recipe, key, at, view, live, g, kwargs_t, spec, meta)
         else:
-            edges = _tape_edges(key, nodes, view, live, g, tok, kwargs_t)
+            edges = _tape_edges(recipe, key, at, view, live, g, kwargs_t)
         for dep, edge in edges:
             cots.setdefault(dep, []).append(edge)
 
-    grads = []
-    for w in wrts:
+    outputs = []
+    for i, w in enumerate(wrts):
         g = found.get(w._key)
         if g is None:
-            g = _make(f"zeros-{w._key}-{tok}", zeros_for, (Ref(w._key),), None, (w,))
-        grads.append(g)
-    if single:
-        return grads[0]
-    return type(wrt)(grads) if isinstance(wrt, tuple) else grads
+            g = recipe.add("zeros", recipe.wrt(i), "", zeros_for, [(REF, 0, None)],
+                           [recipe.wrt(i)])
+        outputs.append(g)
+    recipe.outputs = tuple(outputs)
+    return recipe
 
 
 def _plan(key, view, nondiff, active, valued):
@@ -264,11 +278,7 @@ def _kwargs_template(kwargs):
     return dict(kwargs)
 
 
-def _dep_delayeds(keys, nodes):
-    return [nodes[k] for k in keys]
-
-
-def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
+def _rule_edges(recipe, key, at, view, live, g, kwargs_t, spec, meta):
     """One ``rule_vjp`` task per active dependency of a node with VJP rules.
 
     Where the rules read an argument (or ``ans``) only for its shape and dtype,
@@ -276,6 +286,9 @@ def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
     value is not kept alive for the backward pass.
     """
     func, args, kwargs, deps, refs = view
+    node = at[key]
+    # the forward task's own arguments (not a tape's view, nor rewritten for a ufunc's rules)
+    as_given = func is not retrace_vjp
     if type(func) is np.ufunc and (kwargs or list in map(type, args)):
         dtype = (kwargs or {}).get("dtype")
         if dtype is not None and np.dtype(dtype).kind not in "fc":
@@ -283,35 +296,31 @@ def _rule_edges(key, nodes, view, live, g, tok, kwargs_t, spec, meta):
         args, kwargs = _ufunc_call(func, args, kwargs, key)
         view = (func, args, kwargs, deps, refs)
         kwargs_t = _kwargs_template(kwargs)
+        as_given = False
     if spec is None:
-        return _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t)
+        return _nested_rule_edges(recipe, key, at, view, live, g, kwargs_t)
     # arguments only at top level (the common case): one pass over them
     positions, shape_args, shape_ans = spec
     rule_at = _EDGE_RULES.get((func, positions))
     if rule_at is None:
         rule_at = remember(_EDGE_RULES, (func, positions),
                            lambda: {i: _rule(func, i, key) for i in positions})
-    ans = meta(key) if shape_ans else nodes[key]
-    new_args = list(args)
-    reads = {g._key: g, ans._key: ans}  # key -> Delayed, in the order the task reads them
-    plan = [(2, g._key), (3, ans._key)]  # rule_vjp(places, kwargs, g, ans, *args)
+    ans = meta(key) if shape_ans else node
+    reads = {g: 0, ans: 1}  # pool position -> dependency index, in the order the task reads
+    # rule_vjp(places, kwargs, g, ans, *args)
+    head = [(KWARGS, node, None) if as_given else (CONST, kwargs_t, None),
+            (REF, 0, None), (REF, reads[ans], None)]
+    head += [(ARG, node, i) if as_given else (CONST, a, None) for i, a in enumerate(args)]
     places = {}  # active dependency -> the (rule, position, None) of each place it fills
     for i, k in refs:
-        d = meta(k) if i in shape_args else nodes[k]
-        dk = d._key
-        if dk != k:
-            new_args[i] = Ref(dk)
-        plan.append((i + 4, dk))
-        reads.setdefault(dk, d)
+        d = meta(k) if i in shape_args else at[k]
+        head[i + 3] = (REF, reads.setdefault(d, len(reads)), None)
         rule = rule_at.get(i)
         if rule is not None:
             places.setdefault(k, []).append((rule, i, None))
-    head = (kwargs_t, Ref(g._key), Ref(ans._key), *new_args)
-    plan = tuple(plan)
-    read_keys = tuple(reads)
-    reads = tuple(reads.values())
-    return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                        (tuple(places[dep]), *head), None, reads, plan, read_keys))
+    reads = list(reads)
+    return [(dep, recipe.add("vjp", node, f"-{deps.index(dep)}", rule_vjp,
+                             [(CONST, tuple(places[dep]), None), *head], reads))
             for dep in live if dep in places]
 
 
@@ -333,11 +342,13 @@ def _rule(func, pos, key):
                                f"respect to its argument {pos}: {exc}") from None
 
 
-def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
+def _nested_rule_edges(recipe, key, at, view, live, g, kwargs_t):
     """``_rule_edges`` where dependencies sit inside containers: the forward values as they are."""
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
-    reads = [g, nodes[key], *_dep_delayeds(deps, nodes)]
+    reads = [g, at[key], *(at[k] for k in deps)]
+    tail = [(CONST, kwargs_t, None), (REF, 0, None), (CONST, Ref(key), None),
+            *((CONST, a, None) for a in args)]
     edges = []
     for dep in live:
         positions = []
@@ -350,13 +361,13 @@ def _nested_rule_edges(key, nodes, view, live, g, tok, kwargs_t):
             if rule is not None:
                 positions.append((rule, path[1], path[2] if len(path) == 3 else None))
         if positions:
-            edge = _make(f"vjp-{key}-{deps.index(dep)}-{tok}", rule_vjp,
-                         (tuple(positions), kwargs_t, Ref(g._key), Ref(key), *args), None, reads)
+            edge = recipe.add("vjp", at[key], f"-{deps.index(dep)}", rule_vjp,
+                              [(CONST, tuple(positions), None), *tail], reads)
             edges.append((dep, edge))
     return edges
 
 
-def _tape_edges(key, nodes, view, live, g, tok, kwargs_t):
+def _tape_edges(recipe, key, at, view, live, g, kwargs_t):
     """A tape task (the traced forward) and one ``tape_vjp`` task for a node without rules."""
     func, args, kwargs, deps, refs = view
     paths = _ref_paths(args, kwargs, refs)
@@ -367,12 +378,13 @@ def _tape_edges(key, nodes, view, live, g, tok, kwargs_t):
                             f"{dep!r}: it is passed inside a set")
     spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
     which = ".".join(str(deps.index(dep)) for dep in live)
-    tape = _make(f"tape-{key}-{which}", trace_forward,
-                 (spec, func, kwargs_t, *args), None,
-                 _dep_delayeds(deps, nodes))
-    back = _make(f"vjp-{key}-{tok}", tape_vjp, (Ref(tape._key), Ref(g._key)), None, (tape, g))
+    node = at[key]
+    tape = recipe.add("tape", node, f"-{which}", trace_forward,
+                      [(CONST, v, None) for v in (spec, func, kwargs_t, *args)],
+                      [at[k] for k in deps], tokened=False)
+    back = recipe.add("vjp", node, "", tape_vjp, [(REF, 0, None), (REF, 1, None)], [tape, g])
     if len(live) == 1:
         return [(live[0], back)]
-    return [(dep, _make(f"vjp-{key}-{deps.index(dep)}-{tok}", operator.getitem,
-                        (Ref(back._key), j), None, (back,)))
+    return [(dep, recipe.add("vjp", node, f"-{deps.index(dep)}", operator.getitem,
+                             [(REF, 0, None), (CONST, j, None)], [back]))
             for j, dep in enumerate(live)]

@@ -1,0 +1,204 @@
+"""grad's recipes: a graph of a structure seen before gets its backward tasks from the
+recipe of the first, and they must be the tasks a fresh analysis would build."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import taskgrad as tg
+import taskgrad.nn as tnn
+import taskgrad.numpy as tnp
+from taskgrad.autodiff import recipe as recipes
+from taskgrad.delayed import collect_graph
+from taskgrad.graph import Pack, Ref
+
+from test_autodiff_property import build, ops
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    recipes._RECIPES.clear()
+    yield
+    recipes._RECIPES.clear()
+
+
+def shape_of_graph(outputs):
+    """The backward graph with keys replaced by their order of discovery: equal for two
+    graphs that have the same tasks with the same arguments."""
+    graph = collect_graph(outputs)
+    names = {}
+
+    def name(key):
+        return names.setdefault(key, f"k{len(names)}")
+
+    def template(value):
+        if type(value) is Ref:
+            return ("ref", name(value.key))
+        if type(value) is Pack:
+            return ("pack", value.kind, tuple(template(v) for v in value.items))
+        if isinstance(value, tuple):
+            return tuple(template(v) for v in value)
+        if isinstance(value, str) and value in graph:  # (the seed names y)
+            return ("key", name(value))
+        if isinstance(value, np.ndarray):
+            return ("array", value.tobytes(), value.dtype.str, value.shape)
+        return value
+
+    for d in outputs:
+        name(d.key)
+    rows = []
+    for key in sorted(graph, key=lambda k: (k not in names, names.get(k, ""), k)):
+        task = graph[key]
+        if task.role != "backward":
+            continue
+        rows.append((name(key), task.func, template(task.args), task.kwargs,
+                     tuple(map(name, task.dependencies)),
+                     None if task._refs is None else tuple((i, name(k)) for i, k in task._refs),
+                     key.split("-", 1)[0]))
+    return sorted(rows, key=repr)
+
+
+def mlp(dtype=np.float64, rng=0):
+    r = np.random.default_rng(rng)
+    x = r.normal(size=(4, 5)).astype(dtype)
+    onehot = np.eye(3, dtype=dtype)[[0, 2, 1, 2]]
+    params = [tg.delayed(r.normal(size=s).astype(dtype)) for s in [(5, 6), (6,), (6, 3), (3,)]]
+    W1, b1, W2, b2 = params
+    logits = tnn.relu(x @ W1 + b1) @ W2 + b2
+    return -tnp.mean(tnp.sum(onehot * tnn.log_softmax(logits, axis=1), axis=1)), params
+
+
+def fresh_grads(y, wrt):
+    """The gradients of a fresh analysis, the cache left as it was."""
+    saved = dict(recipes._RECIPES)
+    recipes._RECIPES.clear()
+    try:
+        return tg.grad(y, wrt)
+    finally:
+        recipes._RECIPES.clear()
+        recipes._RECIPES.update(saved)
+
+
+def test_a_rebuilt_graph_takes_the_recipe_and_gets_the_same_tasks_and_values():
+    y1, p1 = mlp()
+    g1 = tg.grad(y1, p1)
+    assert len(recipes._RECIPES) == 1
+    y2, p2 = mlp(rng=1)  # other values, same structure
+    g2 = tg.grad(y2, p2)
+    assert len(recipes._RECIPES) == 1  # (the second graph took the recipe)
+    assert shape_of_graph(g2) == shape_of_graph(fresh_grads(y2, p2))
+    values = tg.compute(*g2, scheduler="sync")
+    expected = tg.compute(*fresh_grads(y2, p2), scheduler="sync")
+    for a, b in zip(values, expected):
+        assert a.tobytes() == b.tobytes()
+    assert not any(np.array_equal(a, b) for a, b in zip(values, tg.compute(*g1)))
+
+
+def test_constants_and_keywords_are_read_from_the_new_graph():
+    x = tg.delayed(np.arange(6.0).reshape(2, 3))
+    tg.grad(tnp.sum(tnp.sum(np.full((2, 3), 2.0) * x, axis=0) ** 2), x)
+    for c, axis in [(np.full((2, 3), 3.0), 0), (np.arange(6.0).reshape(2, 3), 1)]:
+        y = tnp.sum(tnp.sum(c * x, axis=axis) ** 2)
+        g = tg.grad(y, x)
+        assert len(recipes._RECIPES) == 1
+        xv = np.arange(6.0).reshape(2, 3)
+        expected = 2 * np.expand_dims((c * xv).sum(axis), axis) * c
+        np.testing.assert_allclose(tg.compute(g, scheduler="sync")[0], expected)
+
+
+def test_the_structure_includes_the_wrt_positions_and_the_argument_count():
+    a, b = tg.delayed(np.ones(3)), tg.delayed(np.full(3, 2.0))
+    ga = tg.grad(tnp.sum(a * b), a)
+    gb = tg.grad(tnp.sum(a * b), b)
+    assert len(recipes._RECIPES) == 2
+    np.testing.assert_array_equal(tg.compute(ga, gb)[0], np.full(3, 2.0))
+    np.testing.assert_array_equal(tg.compute(gb)[0], np.ones(3))
+    m1 = tg.grad(tnp.sum(tnp.mean(a * b)), [a, b])
+    y = tnp.sum(tnp.mean(a * b, 0))
+    m2 = tg.grad(y, [a, b])
+    assert len(recipes._RECIPES) == 4
+    assert shape_of_graph(m2) == shape_of_graph(fresh_grads(y, [a, b]))
+    for x, y in zip(tg.compute(*m1), tg.compute(*m2)):
+        np.testing.assert_allclose(x, y)
+
+
+def test_wrt_outside_the_graph_shared_nodes_and_y_itself():
+    a, b, unused = (tg.delayed(np.full(2, v)) for v in (1.0, 2.0, 3.0))
+    for _ in range(2):
+        c = a * b
+        y = tnp.sum(c * c + a)
+        grads = tg.grad(y, [a, unused, y, a])
+        assert shape_of_graph(grads) == shape_of_graph(fresh_grads(y, [a, unused, y, a]))
+        ga, gu, gy, ga2 = tg.compute(*grads, scheduler="sync")
+        np.testing.assert_allclose(ga, 2 * 2.0 * 2.0 * 1.0 + 1.0)
+        np.testing.assert_array_equal(gu, np.zeros(2))
+        assert gy == 1.0
+        np.testing.assert_array_equal(ga, ga2)
+    assert len(recipes._RECIPES) == 1
+
+
+def test_a_rule_registered_later_applies_to_graphs_of_a_known_structure():
+    def triple(x):
+        return 3 * x
+
+    tg.defvjp(triple, lambda ans, x: lambda g: 3 * g)
+    x = tg.delayed(np.ones(2))
+    lazy = tg.delayed(triple)
+    assert tg.compute(tg.grad(tnp.sum(lazy(x)), x))[0].tolist() == [3.0, 3.0]
+    assert len(recipes._RECIPES) == 1
+    tg.defvjp(triple, lambda ans, x: lambda g: 30 * g)  # (a wrong rule, to see it taken)
+    assert tg.compute(tg.grad(tnp.sum(lazy(x)), x))[0].tolist() == [30.0, 30.0]
+
+
+def test_graphs_whose_analysis_reads_values_get_no_recipe():
+    @tg.delayed
+    def layer(x, w):  # plain NumPy: traced
+        return np.tanh(x @ w)
+
+    w = tg.delayed(np.ones((2, 2)))
+    for _ in range(2):
+        g = tg.grad(tnp.sum(layer(np.ones((1, 2)), w)), w)
+        assert tg.compute(g)[0].shape == (2, 2)
+    nested = tg.grad(tnp.sum(tnp.concatenate([w, w * 2.0])), w)
+    np.testing.assert_array_equal(tg.compute(nested)[0], np.full((2, 2), 3.0))
+    listed = tg.grad(tnp.sum(tg.delayed(np.add)([1.0, 2.0], w)), w)  # (a ufunc given a list)
+    np.testing.assert_array_equal(tg.compute(listed)[0], np.ones((2, 2)))
+    assert recipes._RECIPES == {}
+
+
+def test_the_cache_is_bounded():
+    x = tg.delayed(np.ones(2))
+    for n in range(recipes.MAX_RECIPES + 5):
+        y = x
+        for _ in range(n):
+            y = tnp.sin(y)
+        tg.grad(tnp.sum(y), x)
+    assert len(recipes._RECIPES) <= recipes.MAX_RECIPES
+
+
+def test_vjp_takes_recipes_too():
+    x = tg.delayed(np.arange(3.0))
+    for c in (np.ones(3), np.arange(3.0)):
+        g = tg.vjp(tnp.sin(x) * 2.0, x, c)
+        np.testing.assert_allclose(tg.compute(g)[0], 2 * np.cos(np.arange(3.0)) * c)
+    assert len(recipes._RECIPES) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=st.lists(ops, min_size=1, max_size=6), seed=st.integers(0, 2 ** 16))
+def test_random_graphs_from_a_recipe_match_a_fresh_analysis(program, seed):
+    recipes._RECIPES.clear()  # (the fixture runs once for all examples)
+    rng = np.random.default_rng(seed)
+    args = [rng.uniform(-1, 1, size=(2, 3)), rng.uniform(-1, 1, size=(3,))]
+    leaves = [tg.delayed(a) for a in args]
+    tg.grad(build(program, tnp, leaves), leaves)
+    assert len(recipes._RECIPES) == 1  # (the recipe the next graph takes)
+    leaves = [tg.delayed(a * 0.5) for a in args]
+    y = build(program, tnp, leaves)
+    grads = tg.grad(y, leaves)
+    fresh = fresh_grads(y, leaves)
+    assert shape_of_graph(grads) == shape_of_graph(fresh)
+    values = tg.compute(*grads, scheduler="sync")
+    expected = tg.compute(*fresh, scheduler="threads")
+    assert [v.tobytes() for v in values] == [v.tobytes() for v in expected]
