@@ -1,6 +1,9 @@
 """grad's recipes: a graph of a structure seen before gets its backward tasks from the
 recipe of the first, and they must be the tasks a fresh analysis would build."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -165,6 +168,22 @@ def test_graphs_whose_analysis_reads_values_get_no_recipe():
     listed = tg.grad(tnp.sum(tg.delayed(np.add)([1.0, 2.0], w)), w)  # (a ufunc given a list)
     np.testing.assert_array_equal(tg.compute(listed)[0], np.ones((2, 2)))
     assert recipes._RECIPES == {}
+
+
+def test_the_cache_keeps_no_function_made_for_one_graph():
+    class Big:
+        pass
+
+    big = Big()
+    held = weakref.ref(big)
+    w = tg.delayed(np.ones(2))
+    data = tg.delayed(lambda held=big: np.full(2, 3.0))()  # (a function of this graph only)
+    g = tg.grad(tnp.sum(data * w), w)
+    assert tg.compute(g, scheduler="sync")[0].tolist() == [3.0, 3.0]
+    assert len(recipes._RECIPES) == 1
+    del big, data, g
+    gc.collect()
+    assert held() is None
 
 
 def test_the_cache_is_bounded():

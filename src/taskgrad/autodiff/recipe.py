@@ -129,8 +129,13 @@ def signature(forward, wrts, tape_func):
             ruled = has_rules(func) or is_nondifferentiable(func)
         except TypeError:
             return None
-        if deps and not ruled:
-            return None  # (a plain function: traced, reading its arguments)
+        if not ruled:
+            if deps:
+                return None  # (a plain function: traced, reading its arguments)
+            # without inputs it has no backward task; not keeping the function keeps the
+            # cache from holding what a function made anew for each graph holds
+            parts.append(("plain", type(task)))
+            continue
         if type(func) is np.ufunc and (task.kwargs or list in map(type, task.args)):
             return None
         parts.append((func, type(task), len(task.args), task.kwargs is not None,
