@@ -34,7 +34,6 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
-_SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
 
 
@@ -104,9 +103,8 @@ _CACHES.append(_OPS)
 
 
 def _op(func):
-    """``(composite, writes in place?, rules, whether the rules are a tuple without None,
-    its shape-only entry)`` of ``func``: one lookup per traced call instead of one per
-    registry."""
+    """What ``apply_primitive`` needs of the registries for ``func`` (see ``_read_op``): one
+    lookup per traced call instead of one per registry."""
     op = _OPS.get(func)
     if op is None:
         op = _read_op(func)
@@ -118,18 +116,37 @@ def _op(func):
 
 
 def _read_op(func):
+    """``(composite, writes in place?, rules, how many (None unless a tuple), whether the
+    rules are a tuple without None, the shape-only entry, what it says for any argument
+    (None if it depends on which are differentiated), whether a ufunc)``."""
     rules = _RULES.get(func)
+    shape_entry = _SHAPE_ONLY.get(func, NO_SHAPES)
     return (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
+            len(rules) if type(rules) is tuple else None,
             type(rules) is tuple and all(r is not None for r in rules),
-            _SHAPE_ONLY.get(func, NO_SHAPES))
+            shape_entry, shape_entry[:2] if shape_entry[2] is None else None,
+            type(func) is np.ufunc)
+
+
+def _holds_sequence(args):
+    """Whether a list or tuple is among ``args`` (a ufunc's rules take it as an array)."""
+    for a in args:
+        if type(a) is list or type(a) is tuple:
+            return True
+    return False
 
 
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
-    This runs once per NumPy call in traced code, so it is kept lean.
+    This runs once per NumPy call in traced code, so it is kept lean.  ``boxes`` (found
+    if not given) come in the order of their argument positions.
     """
-    composite, writes_in_place, rules, every_rule_given, shape_entry = _op(func)
+    op = _OPS.get(func)
+    if op is None:
+        op = _op(func)
+    composite, writes_in_place, rules, n_rules, every_rule_given, shape_entry, shapes, \
+        is_ufunc = op
     if composite is not None:  # traced through the operations it is written with
         return composite(*args, **kwargs)
     if writes_in_place:
@@ -140,9 +157,10 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if kwargs:
         _check_keywords(func, kwargs)
     trace = boxes[0][2]._trace
-    for _, _, b in boxes:
-        if b._trace.level > trace.level:
-            trace = b._trace
+    if len(boxes) > 1:
+        for _, _, b in boxes:
+            if b._trace.level > trace.level:
+                trace = b._trace
     args = list(args)
     parents = []
     for i, j, b in boxes:
@@ -163,26 +181,24 @@ def apply_primitive(func, args, kwargs, boxes=None):
             # several arrays out: no rule form for that, so never drop the trace silently
             raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
-    if rules is None:
+    if n_rules is not None:
+        if parents[-1][0] >= n_rules:  # None in the rules says "no gradient"; no entry, no rule
+            pos = next(p[0] for p in parents if p[0] >= n_rules)
+            raise MissingRuleError(f"{_opname(func)} with respect to its argument {pos}")
+        if not every_rule_given:
+            parents = [p for p in parents if rules[p[0]] is not None]
+    elif rules is None:
         if is_nondifferentiable(func):
             return ans
         raise MissingRuleError(_opname(func))
-    if type(rules) is tuple:
-        n = len(rules)
-        for p in parents:
-            if p[0] >= n:  # None in the rules says "no gradient"; no entry says no rule
-                raise MissingRuleError(f"{_opname(func)} with respect to its argument {p[0]}")
-        if not every_rule_given:
-            parents = [p for p in parents if rules[p[0]] is not None]
     else:
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if type(func) is np.ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
+    if is_ufunc and (kwargs or _holds_sequence(args)):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
-    shape_args, shape_ans = shape_entry[:2] if shape_entry[2] is None else shapes_for(
-        shape_entry, [p[0] for p in parents])
+    shape_args, shape_ans = shapes or shapes_for(shape_entry, [p[0] for p in parents])
     for i in shape_args:
         if i < len(args):
             args[i] = shape_dtype(args[i])
