@@ -35,6 +35,7 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
 _PY_NUMBERS = frozenset([int, float, bool])
+_ndarray = np.ndarray
 
 
 class Trace:
@@ -145,11 +146,9 @@ def apply_primitive(func, args, kwargs, boxes=None):
     op = _OPS.get(func)
     if op is None:
         op = _op(func)
-    composite, writes_in_place, rules, n_rules, every_rule_given, shape_entry, shapes, \
-        is_ufunc = op
-    if composite is not None:  # traced through the operations it is written with
-        return composite(*args, **kwargs)
-    if writes_in_place:
+    if op[0] is not None:  # a composite: traced through the operations it is written with
+        return op[0](*args, **kwargs)
+    if op[1]:
         raise MissingRuleError(f"{_opname(func)} (it writes into an array in place)",
                                _BUILD_INSTEAD)
     if boxes is None:
@@ -173,8 +172,27 @@ def apply_primitive(func, args, kwargs, boxes=None):
             items[j] = b._value
             args[i] = items if type(args[i]) is list else tuple(items)
         parents.append((i, j, b._index))
+    return _record(func, op, trace, args, kwargs, parents)
+
+
+def _on_trace(func, trace, args, parents, boxed):
+    """``apply_primitive(func, boxed, {})`` for an operator whose Boxes all belong to
+    ``trace``, already unwrapped into ``args`` (measured: ``box + box`` 4.7 -> 4.1 us)."""
+    op = _OPS.get(func)
+    if op is None:
+        op = _op(func)
+    if op[0] is not None or op[1]:  # a composite or an in-place write: see apply_primitive
+        return apply_primitive(func, boxed, {})
+    return _record(func, op, trace, args, {}, parents)
+
+
+def _record(func, op, trace, args, kwargs, parents):
+    """Call ``func`` on the unwrapped ``args`` and record it on ``trace`` if a gradient
+    flows; ``parents`` are ``(position, index in a sequence or None, node index)`` of the
+    arguments traced there, by position."""
+    _, _, rules, n_rules, every_rule_given, shape_entry, shapes, is_ufunc = op
     ans = func(*args, **kwargs)
-    if not (ans.dtype.kind in "fc" if type(ans) is np.ndarray else _is_float(ans)) \
+    if not (ans.dtype.kind in "fc" if type(ans) is _ndarray else _is_float(ans)) \
             and not _still_traced(func, ans, args, parents):
         if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
                 and not is_nondifferentiable(func):  # NumPy's results are namedtuples
@@ -289,10 +307,16 @@ def _operator(ufunc, op):
     integers, ``True + True == 2``): the traced value is then the value the function has
     without a gradient."""
     def method(self, other):
-        func = op if type(self._value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
             else ufunc
-        boxes = [(0, None, self), (1, None, other)] if type(other) is Box else [(0, None, self)]
-        return apply_primitive(func, (self, other), {}, boxes)
+        if type(other) is not Box:
+            return _on_trace(func, self._trace, [value, other], [(0, None, self._index)],
+                             (self, other))
+        if other._trace is self._trace:
+            return _on_trace(func, self._trace, [value, other._value],
+                             [(0, None, self._index), (1, None, other._index)], (self, other))
+        return apply_primitive(func, (self, other), {}, [(0, None, self), (1, None, other)])
     return method
 
 
@@ -311,16 +335,19 @@ def _in_place(ufunc, op):
 
 
 def _reflected(ufunc, op):
-    def method(self, other):
-        func = op if type(self._value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
-        return apply_primitive(func, (other, self), {}, [(1, None, self)])
+    def method(self, other):  # (other is no Box: Python would have called its own operator)
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
+        return _on_trace(func, self._trace, [other, value], [(1, None, self._index)],
+                         (other, self))
     return method
 
 
 def _unary_operator(ufunc, op):
     def method(self):
-        func = op if type(self._value) in _PY_NUMBERS else ufunc
-        return apply_primitive(func, (self,), {}, [(0, None, self)])
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS else ufunc
+        return _on_trace(func, self._trace, [value], [(0, None, self._index)], (self,))
     return method
 
 
