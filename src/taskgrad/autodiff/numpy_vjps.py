@@ -114,8 +114,10 @@ def unbroadcast(x, g):
     undo) costs a few attribute reads.
     """
     if type(g) is _ndarray:
+        gdtype = g.dtype
         try:
-            if g.shape == x.shape and g.dtype == x.dtype and g.dtype.kind != "c":
+            if g.shape == x.shape and (gdtype is x.dtype or gdtype == x.dtype) \
+                    and gdtype.kind != "c":
                 return g
         except AttributeError:  # x is a Python number
             pass

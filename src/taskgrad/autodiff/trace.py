@@ -376,6 +376,8 @@ class Box:
 
     # -- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and "out" not in kwargs:  # the common case first
+            return apply_primitive(ufunc, inputs, kwargs)
         as_function = _UFUNC_METHODS.get((ufunc, method))
         if as_function is not None and "out" not in kwargs:
             return as_function(*inputs, **kwargs)
@@ -726,7 +728,11 @@ def backprop(tape, g):
     """
     nodes = tape.nodes
     grads = {}
-    _seed(grads, tape.outputs, g)
+    if type(tape.outputs) is int:  # one array out (the common case, without the call)
+        if g is not None:
+            grads[tape.outputs] = g
+    else:
+        _seed(grads, tape.outputs, g)
     for i in range(len(nodes) - 1, -1, -1):
         func, args, kwargs, ans, parents = nodes[i]
         if func is None:
