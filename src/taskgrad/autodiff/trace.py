@@ -717,42 +717,43 @@ def _seed(grads, outputs, g):
         for k, o in outputs.items():  # a traced dict (higher order) is read item by item
             _seed(grads, o, g[k] if type(g) is Box else g.get(k))
         return
-    grads[outputs] = add_cotangents(grads.get(outputs), g)
+    grads[outputs] = add_cotangents(grads[outputs], g)
 
 
 def backprop(tape, g):
     """The cotangents of a tape's differentiated arguments, given the output's ``g``.
 
     Walks the nodes once, last first; contributions to a node are summed in
-    the tape's order, so the result does not depend on any scheduling.
+    the tape's order, so the result does not depend on any scheduling.  Cotangents
+    sit in a list by node index (cheaper than a dict), each dropped once used.
     """
     nodes = tape.nodes
-    grads = {}
+    grads = [None] * len(nodes)
     if type(tape.outputs) is int:  # one array out (the common case, without the call)
-        if g is not None:
-            grads[tape.outputs] = g
+        grads[tape.outputs] = g
     else:
         _seed(grads, tape.outputs, g)
     for i in range(len(nodes) - 1, -1, -1):
-        func, args, kwargs, ans, parents = nodes[i]
-        if func is None:
-            continue
-        gi = grads.pop(i, None)
+        gi = grads[i]
         if gi is None:
             continue
+        func, args, kwargs, ans, parents = nodes[i]
+        if func is None:  # an input: its cotangent is read below
+            continue
+        grads[i] = None
         rules = _RULES[func]
         for pos, sub, parent in parents:
             rule = rules[pos] if type(rules) is tuple else rules(pos)
-            c = rule(ans, *args, **kwargs)(gi)
+            c = (rule(ans, *args, **kwargs) if kwargs else rule(ans, *args))(gi)
             if sub is not None:
                 c = c[sub]
-            prev = grads.get(parent)
+            prev = grads[parent]
             grads[parent] = c if prev is None else add_cotangents(prev, c)
     cotangents = []
     for idx in tape.inputs:
         total = None
         for i in idx:
-            c = grads.get(i)
+            c = grads[i]
             if c is not None:
                 total = c if total is None else add_cotangents(total, c)
         if total is None:
