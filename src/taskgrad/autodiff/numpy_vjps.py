@@ -137,9 +137,10 @@ def unbroadcast(x, g):
         if extra > 0:
             g = _sum_axes(g, tuple(range(extra)), False)
             gshape = gshape[extra:]
-        axes = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[i] != 1)
-        if axes:
-            g = _sum_axes(g, axes, True)
+        if 1 in shape:  # (a bias of shape (n,) has none: no generator to run)
+            axes = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[i] != 1)
+            if axes:
+                g = _sum_axes(g, axes, True)
         gdtype = _shape_dtype(g)[1]
     if dtype.kind in "fc" and gdtype != dtype:
         g = astype(g, dtype)
@@ -189,6 +190,8 @@ def _power_exponent(y):
 def _normalize_axis(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int:  # the common case, without the generator
+        return (axis % ndim,)
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     return tuple(int(a) % ndim for a in axis)
