@@ -34,6 +34,7 @@ __all__ = ["Box", "primitive", "trace_call", "backprop", "Tape", "add_cotangents
 
 _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
+_SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
 _ndarray = np.ndarray
 
@@ -129,14 +130,6 @@ def _read_op(func):
             type(func) is np.ufunc)
 
 
-def _holds_sequence(args):
-    """Whether a list or tuple is among ``args`` (a ufunc's rules take it as an array)."""
-    for a in args:
-        if type(a) is list or type(a) is tuple:
-            return True
-    return False
-
-
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
@@ -213,7 +206,7 @@ def _record(func, op, trace, args, kwargs, parents):
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if is_ufunc and (kwargs or _holds_sequence(args)):
+    if is_ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
     shape_args, shape_ans = shapes or shapes_for(shape_entry, [p[0] for p in parents])
