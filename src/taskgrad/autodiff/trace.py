@@ -37,6 +37,7 @@ _SEQUENCES = (tuple, list)
 _SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
 _ndarray = np.ndarray
+_new = object.__new__
 
 
 class Trace:
@@ -215,7 +216,11 @@ def _record(func, op, trace, args, kwargs, parents):
             args[i] = shape_dtype(args[i])
     nodes = trace.nodes
     nodes.append((func, args, kwargs, shape_dtype(ans) if shape_ans else ans, parents))
-    return Box(ans, trace, len(nodes) - 1)
+    box = _new(Box)  # (its slots set here: calling Box, a Python __init__, costs ~100 ns more)
+    box._value = ans
+    box._trace = trace
+    box._index = len(nodes) - 1
+    return box
 
 
 def _check_keywords(func, kwargs):
