@@ -52,7 +52,7 @@ class TapeSpec:
     """What a tape task traces: the forward key it stands for, a name, and the
     places (in ``(args, kwargs)``) of each differentiated dependency."""
 
-    __slots__ = ("fkey", "name", "paths", "label")
+    __slots__ = ("fkey", "label", "name", "paths")
 
     def __init__(self, fkey, name, paths):
         self.fkey = fkey

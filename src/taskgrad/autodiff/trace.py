@@ -148,7 +148,7 @@ def apply_primitive(func, args, kwargs, boxes=None):
     if kwargs:
         _check_keywords(func, kwargs)
     if boxes is None:
-        found = _on_one_trace(args)
+        found = _unwrap_one_trace(args)
         if found is not None:
             return _record(func, op, found[0], found[1], kwargs, found[2])
         boxes = _find_boxes(args)
@@ -172,10 +172,11 @@ def apply_primitive(func, args, kwargs, boxes=None):
     return _record(func, op, trace, args, kwargs, parents)
 
 
-def _on_one_trace(args):
+def _unwrap_one_trace(args):
     """``(trace, values, parents)`` of a call whose Boxes all sit at the top level of
-    ``args`` and belong to one trace, found in one pass (measured: ``np.maximum(box, 0.0)``
-    4.6 -> 4.2 us), else None (none there, a sequence, or several traces)."""
+    ``args`` and belong to one trace, found in one pass (measured: ``array * box`` 5.3 ->
+    4.6 us, ``np.sum(box, axis=1)`` 7.2 -> 6.7 us), else None (no Box there, a sequence,
+    or several traces: the general path)."""
     values = list(args)
     parents = []
     trace = None
@@ -193,7 +194,7 @@ def _on_one_trace(args):
     return None if trace is None else (trace, values, parents)
 
 
-def _on_trace(func, trace, args, parents, boxed):
+def _apply_unwrapped(func, trace, args, parents, boxed):
     """``apply_primitive(func, boxed, {})`` for an operator whose Boxes all belong to
     ``trace``, already unwrapped into ``args`` (measured: ``box + box`` 4.7 -> 4.1 us)."""
     op = _OPS.get(func)
@@ -333,11 +334,12 @@ def _operator(ufunc, op):
         func = op if type(value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
             else ufunc
         if type(other) is not Box:
-            return _on_trace(func, self._trace, [value, other], [(0, None, self._index)],
-                             (self, other))
+            return _apply_unwrapped(func, self._trace, [value, other],
+                                    [(0, None, self._index)], (self, other))
         if other._trace is self._trace:
-            return _on_trace(func, self._trace, [value, other._value],
-                             [(0, None, self._index), (1, None, other._index)], (self, other))
+            return _apply_unwrapped(func, self._trace, [value, other._value],
+                                    [(0, None, self._index), (1, None, other._index)],
+                                    (self, other))
         return apply_primitive(func, (self, other), {}, [(0, None, self), (1, None, other)])
     return method
 
@@ -360,8 +362,8 @@ def _reflected(ufunc, op):
     def method(self, other):  # (other is no Box: Python would have called its own operator)
         value = self._value
         func = op if type(value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
-        return _on_trace(func, self._trace, [other, value], [(1, None, self._index)],
-                         (other, self))
+        return _apply_unwrapped(func, self._trace, [other, value], [(1, None, self._index)],
+                                (other, self))
     return method
 
 
@@ -369,7 +371,7 @@ def _unary_operator(ufunc, op):
     def method(self):
         value = self._value
         func = op if type(value) in _PY_NUMBERS else ufunc
-        return _on_trace(func, self._trace, [value], [(0, None, self._index)], (self,))
+        return _apply_unwrapped(func, self._trace, [value], [(0, None, self._index)], (self,))
     return method
 
 
