@@ -52,12 +52,13 @@ class TapeSpec:
     """What a tape task traces: the forward key it stands for, a name, and the
     places (in ``(args, kwargs)``) of each differentiated dependency."""
 
-    __slots__ = ("fkey", "name", "paths")
+    __slots__ = ("fkey", "label", "name", "paths")
 
     def __init__(self, fkey, name, paths):
         self.fkey = fkey
         self.name = name
         self.paths = paths
+        self.label = f"{name!r} (task {fkey!r})"  # (for error messages; made once, not per call)
 
     def __reduce__(self):
         return (TapeSpec, (self.fkey, self.name, self.paths))
@@ -68,7 +69,7 @@ class TapeSpec:
 
 def trace_forward(spec, func, kwargs, *args):
     """Run ``func`` once under tracing: its value and the tape of how it was made."""
-    return trace_call(f"{spec.name!r} (task {spec.fkey!r})", func, spec.paths, args, kwargs)
+    return trace_call(spec.label, func, spec.paths, args, kwargs)
 
 
 def tape_value(tape):

