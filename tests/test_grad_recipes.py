@@ -13,6 +13,7 @@ import taskgrad as tg
 import taskgrad.nn as tnn
 import taskgrad.numpy as tnp
 from taskgrad.autodiff import recipe as recipes
+from taskgrad.autodiff.backward_tasks import TapeSpec
 from taskgrad.delayed import collect_graph
 from taskgrad.graph import Pack, Ref
 
@@ -42,6 +43,8 @@ def shape_of_graph(outputs):
             return ("pack", value.kind, tuple(template(v) for v in value.items))
         if isinstance(value, tuple):
             return tuple(template(v) for v in value)
+        if type(value) is TapeSpec:
+            return ("tape", name(value.fkey), value.name, value.paths)
         if isinstance(value, str) and value in graph:  # (the seed names y)
             return ("key", name(value))
         if isinstance(value, np.ndarray):
@@ -154,20 +157,34 @@ def test_a_rule_registered_later_applies_to_graphs_of_a_known_structure():
     assert tg.compute(tg.grad(tnp.sum(lazy(x)), x))[0].tolist() == [30.0, 30.0]
 
 
-def test_graphs_whose_analysis_reads_values_get_no_recipe():
+def test_traced_functions_take_recipes_with_their_constants_and_keywords_from_the_graph():
     @tg.delayed
-    def layer(x, w):  # plain NumPy: traced
-        return np.tanh(x @ w)
+    def layer(x, w, scale=1.0):  # plain NumPy: traced
+        return np.tanh(x @ w) * scale
 
+    w = tg.delayed(np.full((2, 2), 0.5))
+    wv = np.full((2, 2), 0.5)
+    for x, scale in [(np.ones((1, 2)), 1.0), (np.array([[1.0, -2.0]]), 3.0)]:
+        y = tnp.sum(layer(x, w, scale=scale))
+        g = tg.grad(y, w)
+        assert shape_of_graph([g]) == shape_of_graph([fresh_grads(y, w)])
+        expected = x.T @ ((1 - np.tanh(x @ wv) ** 2) * scale)
+        np.testing.assert_allclose(tg.compute(g, scheduler="sync")[0], expected)
+    assert len(recipes._RECIPES) == 1
+
+
+def test_graphs_whose_analysis_reads_values_get_no_recipe():
     w = tg.delayed(np.ones((2, 2)))
-    for _ in range(2):
-        g = tg.grad(tnp.sum(layer(np.ones((1, 2)), w)), w)
-        assert tg.compute(g)[0].shape == (2, 2)
     nested = tg.grad(tnp.sum(tnp.concatenate([w, w * 2.0])), w)
     np.testing.assert_array_equal(tg.compute(nested)[0], np.full((2, 2), 3.0))
     listed = tg.grad(tnp.sum(tg.delayed(np.add)([1.0, 2.0], w)), w)  # (a ufunc given a list)
     np.testing.assert_array_equal(tg.compute(listed)[0], np.ones((2, 2)))
-    assert recipes._RECIPES == {}
+    # a gradient of a gradient through a traced function differentiates its tape's walk
+    x = tg.delayed(np.array([0.3, -0.2]))
+    cube = tg.delayed(lambda v: np.sum(v ** 3))
+    h = tg.grad(tnp.sum(tg.grad(cube(x), x)), x)
+    np.testing.assert_allclose(tg.compute(h)[0], 6 * np.array([0.3, -0.2]))
+    assert len(recipes._RECIPES) == 1  # (the first-order grad's, only)
 
 
 def test_the_cache_keeps_no_function_made_for_one_graph():
@@ -177,11 +194,12 @@ def test_the_cache_keeps_no_function_made_for_one_graph():
     big = Big()
     held = weakref.ref(big)
     w = tg.delayed(np.ones(2))
-    data = tg.delayed(lambda held=big: np.full(2, 3.0))()  # (a function of this graph only)
-    g = tg.grad(tnp.sum(data * w), w)
-    assert tg.compute(g, scheduler="sync")[0].tolist() == [3.0, 3.0]
+    data = tg.delayed(lambda held=big: np.full(2, 3.0))()  # (functions of this graph only)
+    traced = tg.delayed(lambda v, held=big: np.sin(v))(w)
+    g = tg.grad(tnp.sum(data * traced), w)
+    np.testing.assert_allclose(tg.compute(g, scheduler="sync")[0], 3.0 * np.cos(1.0))
     assert len(recipes._RECIPES) == 1
-    del big, data, g
+    del big, data, traced, g
     gc.collect()
     assert held() is None
 
@@ -221,3 +239,15 @@ def test_random_graphs_from_a_recipe_match_a_fresh_analysis(program, seed):
     values = tg.compute(*grads, scheduler="sync")
     expected = tg.compute(*fresh, scheduler="threads")
     assert [v.tobytes() for v in values] == [v.tobytes() for v in expected]
+    # the same written in plain NumPy, traced
+    for scale in (1.0, 0.5):
+        leaves = [tg.delayed(a * scale) for a in args]
+        y = tg.delayed(lambda *xs: build(program, np, xs))(*leaves)
+        grads = tg.grad(y, leaves)
+    assert len(recipes._RECIPES) == 2
+    fresh = fresh_grads(y, leaves)
+    assert shape_of_graph(grads) == shape_of_graph(fresh)
+    traced = tg.compute(*grads, scheduler="sync")
+    assert [v.tobytes() for v in traced] == [v.tobytes() for v in tg.compute(*fresh)]
+    for a, b in zip(traced, values):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -33,7 +33,8 @@ from ..graph import Pack, Ref, Task
 from ..placeholder import Placeholder
 from .backward_tasks import (TapeSpec, checked_cotangent, describe, ones_for, retrace_vjp,
                              rule_vjp, sum_cotangents, tape_vjp, trace_forward, zeros_for)
-from .recipe import ARG, CONST, KWARGS, REF, Recipe, cached, signature
+from .recipe import (ARG, CONST, FUNC, KWARGS, REF, TAPE, Recipe, cached, kwargs_template,
+                     signature)
 from .rules import (_CACHES, MissingRuleError, has_rules, is_nondifferentiable, remember,
                     rule_for, shape_only_inputs, ufunc_call_for_rules)
 
@@ -169,7 +170,7 @@ def _backward(y, wrt, seed, tok):
         recipe = _analyse(nodes, y, wrts)
     else:
         recipe = cached(key, lambda: _analyse(nodes, y, wrts))
-    grads = recipe.make(forward, seed, wrts, tok, _kwargs_template)
+    grads = recipe.make(forward, seed, wrts, tok)
     if single:
         return grads[0]
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads
@@ -252,7 +253,7 @@ def _plan(key, view, nondiff, active, valued):
     func, args, kwargs, deps, refs = view
     live = [] if nondiff else [dep for dep in deps if dep in active]
     ruled = has_rules(func)
-    kwargs_t = _kwargs_template(kwargs)
+    kwargs_t = kwargs_template(kwargs)
     if refs is None or not ruled or type(kwargs_t) is Pack:
         valued.add(key)
         valued.update(deps)
@@ -267,15 +268,6 @@ def _plan(key, view, nondiff, active, valued):
     if not shape_ans:
         valued.add(key)
     return view, live, ruled, kwargs_t, spec
-
-
-def _kwargs_template(kwargs):
-    """The forward call's keywords as one argument a backward task can read."""
-    if not kwargs:
-        return {}
-    if any(type(v) in (Ref, Pack) for v in kwargs.values()):
-        return Pack(dict, tuple(kwargs.items()))
-    return dict(kwargs)
 
 
 def _rule_edges(recipe, key, at, view, live, g, kwargs_t, spec, meta):
@@ -295,7 +287,7 @@ def _rule_edges(recipe, key, at, view, live, g, kwargs_t, spec, meta):
             return []  # cast to integers: no gradient, as for astype(int)
         args, kwargs = _ufunc_call(func, args, kwargs, key)
         view = (func, args, kwargs, deps, refs)
-        kwargs_t = _kwargs_template(kwargs)
+        kwargs_t = kwargs_template(kwargs)
         as_given = False
     if spec is None:
         return _nested_rule_edges(recipe, key, at, view, live, g, kwargs_t)
@@ -376,12 +368,18 @@ def _tape_edges(recipe, key, at, view, live, g, kwargs_t):
         if any(p is None for p in paths[dep]):
             raise TypeError(f"cannot differentiate {name} (task {key!r}) with respect to "
                             f"{dep!r}: it is passed inside a set")
-    spec = TapeSpec(key, name, tuple(tuple(paths[dep]) for dep in live))
+    places = tuple(tuple(paths[dep]) for dep in live)
     which = ".".join(str(deps.index(dep)) for dep in live)
     node = at[key]
-    tape = recipe.add("tape", node, f"-{which}", trace_forward,
-                      [(CONST, v, None) for v in (spec, func, kwargs_t, *args)],
-                      [at[k] for k in deps], tokened=False)
+    if refs is not None and func is not retrace_vjp:  # the forward task's own call, flat
+        traced = [(TAPE, node, places), (FUNC, node, None), (KWARGS, node, None)]
+        traced += [(ARG, node, i) for i in range(len(args))]
+        for i, k in refs:
+            traced[i + 3] = (REF, deps.index(k), None)
+    else:  # (its arguments as they are: the recipe serves this graph only)
+        traced = [(CONST, v, None) for v in (TapeSpec(key, name, places), func, kwargs_t, *args)]
+    tape = recipe.add("tape", node, f"-{which}", trace_forward, traced, [at[k] for k in deps],
+                      tokened=False)
     back = recipe.add("vjp", node, "", tape_vjp, [(REF, 0, None), (REF, 1, None)], [tape, g])
     if len(live) == 1:
         return [(live[0], back)]

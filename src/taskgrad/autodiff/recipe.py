@@ -8,33 +8,41 @@ with every node named by its position, so that the next graph of that
 structure only has its tasks made.  Measured on the MLP of
 ``benchmarks/mlp_step.py`` (float32), right after a step's NumPy work as in a
 training loop: ``grad`` took 400-420 us analysing, 163-168 us from a recipe
-(medians), in a step of about 4.5 ms.
+(medians), in a step of about 4.5 ms; with plain-NumPy layers, traced, 300 and
+125-135 us.
 
 Positions index a *pool*: the forward nodes in ``grad``'s post-order, then the
 seed cotangent, then the ``wrt`` nodes, then each backward task as it is made.
 A structure (:func:`signature`) is what the analysis reads of the forward
-graph: each node's function, task type, argument count, keyword presence and
-edges by position, with the ``wrt`` positions.  Graphs whose analysis would
-read more (argument values: nested containers, plain functions to trace,
-ufunc keywords) have no signature; their recipe is made and used once.
-Registering a rule clears the cache, which holds at most ``MAX_RECIPES``.
+graph: each node's function (for a plain function, traced, only that it has no
+rules), task type, argument count, keyword presence and edges by position, with
+the ``wrt`` positions.  Backward tasks take the forward tasks' constant
+arguments, keywords and plain functions from the graph at hand.  Graphs whose
+analysis would read more (Delayeds nested in containers, ufunc keywords or
+lists, a gradient's tape walk differentiated again) have no signature; their
+recipe is made and used once.  Registering a rule clears the cache, which holds
+at most ``MAX_RECIPES``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..delayed import Delayed
+from ..delayed import Delayed, funcname
 from ..graph import Pack, Ref, Task
+from .backward_tasks import TapeSpec
 from .rules import _CACHES, has_rules, is_nondifferentiable, remember
 
-__all__ = ["Recipe", "signature", "cached", "MAX_RECIPES", "REF", "CONST", "ARG", "KWARGS"]
+__all__ = ["Recipe", "signature", "cached", "kwargs_template", "MAX_RECIPES", "REF", "CONST",
+           "ARG", "KWARGS", "FUNC", "TAPE"]
 
 MAX_RECIPES = 64
 
 # what a backward task's argument is: the value of its ``a``-th dependency; the constant
-# ``a``; argument ``b`` of the forward task at pool position ``a``; that task's keywords
-REF, CONST, ARG, KWARGS = range(4)
+# ``a``; of the forward task at pool position ``a``: its argument ``b``, its keywords (as
+# ``kwargs_template`` gives them), its function, or the ``TapeSpec`` of tracing it, ``b``
+# being the places of the differentiated dependencies
+REF, CONST, ARG, KWARGS, FUNC, TAPE = range(6)
 
 _HOLDS_REFS = frozenset([Ref, Pack])  # (a template's references: top level, or in a Pack)
 
@@ -69,23 +77,22 @@ class Recipe:
         """Add a task; return its pool position.
 
         It is stored ready to make: its constant arguments in place, and the places to
-        fill with a reference, a forward argument or forward keywords.
+        fill with a reference or with something of a forward task.
         """
         template = [a if kind == CONST else None for kind, a, _ in args]
         refs = [(pos, a) for pos, (kind, a, _) in enumerate(args) if kind == REF]
-        taken = [(pos, a, b) for pos, (kind, a, b) in enumerate(args) if kind == ARG]
-        keywords = [(pos, a) for pos, (kind, a, _) in enumerate(args) if kind == KWARGS]
+        filled = [(pos, kind, a, b) for pos, (kind, a, b) in enumerate(args) if kind > CONST]
         # the task finds its own fill plan where a constant may hold references
         own_plan = any(type(a) in _HOLDS_REFS for a in template)
         self.entries.append((prefix, key_from, suffix, tokened, func, template, tuple(deps),
-                             refs, taken, keywords, own_plan))
+                             refs, filled, own_plan))
         return self.n_forward + 1 + self.n_wrt + len(self.entries) - 1
 
-    def make(self, forward, seed, wrts, token, kwargs_template):
+    def make(self, forward, seed, wrts, token):
         """The gradients of ``wrts`` as Delayeds, with this graph's nodes in the pool."""
         pool = [*forward, seed, *wrts]
-        for (prefix, key_from, suffix, tokened, func, template, dep_specs, refs, taken,
-             keywords, own_plan) in self.entries:
+        for (prefix, key_from, suffix, tokened, func, template, dep_specs, refs, filled,
+             own_plan) in self.entries:
             deps = tuple([pool[i] for i in dep_specs])
             dep_keys = tuple([d._key for d in deps])
             args = template.copy()
@@ -94,10 +101,16 @@ class Recipe:
                 key = dep_keys[j]
                 args[pos] = Ref(key)
                 fill.append((pos, key))
-            for pos, a, b in taken:
-                args[pos] = pool[a]._task.args[b]
-            for pos, a in keywords:
-                args[pos] = kwargs_template(pool[a]._task.kwargs)
+            for pos, kind, a, b in filled:
+                source = pool[a]._task
+                if kind == ARG:
+                    args[pos] = source.args[b]
+                elif kind == KWARGS:
+                    args[pos] = kwargs_template(source.kwargs)
+                elif kind == FUNC:
+                    args[pos] = source.func
+                else:
+                    args[pos] = TapeSpec(source.key, funcname(source.func), b)
             key = f"{prefix}-{pool[key_from]._key}{suffix}"
             if tokened:
                 key = f"{key}-{token}"
@@ -105,6 +118,15 @@ class Recipe:
                         False if own_plan else tuple(fill))
             pool.append(Delayed(key, task, deps))
         return [pool[i] for i in self.outputs]
+
+
+def kwargs_template(kwargs):
+    """A forward call's keywords as one argument a backward task can read."""
+    if not kwargs:
+        return {}
+    if any(type(v) in _HOLDS_REFS for v in kwargs.values()):
+        return Pack(dict, tuple(kwargs.items()))
+    return dict(kwargs)
 
 
 def signature(forward, wrts, tape_func):
@@ -130,11 +152,11 @@ def signature(forward, wrts, tape_func):
         except TypeError:
             return None
         if not ruled:
-            if deps:
-                return None  # (a plain function: traced, reading its arguments)
-            # without inputs it has no backward task; not keeping the function keeps the
-            # cache from holding what a function made anew for each graph holds
-            parts.append(("plain", type(task)))
+            # a plain function: traced, or without inputs, no backward task at all; its
+            # tasks take it from the graph, so that the cache does not hold a function
+            # made anew for each graph (nor what it holds)
+            parts.append(("plain", type(task), len(task.args), task.kwargs is not None,
+                          tuple([at[k] for k in deps]), tuple([(p, at[k]) for p, k in refs])))
             continue
         if type(func) is np.ufunc and (task.kwargs or list in map(type, task.args)):
             return None
