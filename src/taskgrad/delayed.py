@@ -621,6 +621,9 @@ def delayed(obj=_NOTHING, *, pure=False, name=None, nout=None, vjp=None):
     a task that builds the container).
     """
     _check_nout(nout)
+    if type(obj) in _ATOMS and vjp is None:  # an array or a number: a leaf (the common case)
+        key = name if name is not None else f"{type(obj).__name__}-{new_token()}"
+        return Delayed(key, Literal(key, obj), (), nout)
     if obj is _NOTHING:
         return functools.partial(delayed, pure=pure, name=name, nout=nout, vjp=vjp)
     if isinstance(obj, Delayed):
