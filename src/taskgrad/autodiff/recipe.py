@@ -147,18 +147,12 @@ def signature(forward, wrts, tape_func):
         refs = task._refs
         if refs is None or func is tape_func:
             return None
-        try:
-            ruled = has_rules(func) or is_nondifferentiable(func)
-        except TypeError:
-            return None
-        if not ruled:
+        if not (has_rules(func) or is_nondifferentiable(func)):
             # a plain function: traced, or without inputs, no backward task at all; its
             # tasks take it from the graph, so that the cache does not hold a function
             # made anew for each graph (nor what it holds)
-            parts.append(("plain", type(task), len(task.args), task.kwargs is not None,
-                          tuple([at[k] for k in deps]), tuple([(p, at[k]) for p, k in refs])))
-            continue
-        if type(func) is np.ufunc and (task.kwargs or list in map(type, task.args)):
+            func = "plain"
+        elif type(func) is np.ufunc and (task.kwargs or list in map(type, task.args)):
             return None
         parts.append((func, type(task), len(task.args), task.kwargs is not None,
                       tuple([at[k] for k in deps]), tuple([(p, at[k]) for p, k in refs])))
