@@ -13,6 +13,7 @@ import taskgrad as tg
 import taskgrad.nn as tnn
 import taskgrad.numpy as tnp
 from taskgrad.autodiff import recipe as recipes
+from taskgrad.autodiff import recipe_runs
 from taskgrad.autodiff.backward_tasks import TapeSpec
 from taskgrad.delayed import collect_graph
 from taskgrad.graph import Pack, Ref
@@ -251,3 +252,148 @@ def test_random_graphs_from_a_recipe_match_a_fresh_analysis(program, seed):
     assert [v.tobytes() for v in traced] == [v.tobytes() for v in tg.compute(*fresh)]
     for a, b in zip(traced, values):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- computing them again
+
+def steps(make_loss, n=4):
+    """``n`` training-step graphs of one structure, each computed on "sync" and with the
+    usual path forced (no optimization passes but the default's), with their recipe."""
+    out = []
+    for i in range(n):
+        y, params = make_loss(i)
+        grads = tg.grad(y, params)
+        fast = tg.compute(y, *grads, scheduler="sync")
+        usual = tg.compute(y, *grads, scheduler="threads")
+        out.append((fast, usual, grads))
+    return out
+
+
+def test_a_recipes_gradients_computed_again_run_its_written_out_run_with_the_same_bits():
+    for fast, usual, grads in steps(lambda i: mlp(rng=i)):
+        assert [v.tobytes() for v in fast] == [v.tobytes() for v in usual]
+    assert written(grads)
+
+
+def written(grads):
+    """Whether the recipe of ``grads`` has a written-out run."""
+    return any(run is not recipe_runs._SEEN for run in grads[0]._origin[0].runs.values())
+
+
+def test_traced_layers_computed_again_keep_their_bits():
+    @tg.delayed
+    def layer(x, w, b):
+        return np.tanh(x @ w + b)
+
+    def loss(i):
+        r = np.random.default_rng(i)
+        w, b = tg.delayed(r.normal(size=(3, 2))), tg.delayed(r.normal(size=2))
+        return tnp.sum(layer(r.normal(size=(4, 3)), w, b) ** 2), [w, b]
+
+    for fast, usual, grads in steps(loss):
+        assert [v.tobytes() for v in fast] == [v.tobytes() for v in usual]
+    assert written(grads)
+
+
+def test_a_failing_task_in_a_written_out_run_is_named():
+    @tg.delayed
+    def checked(x):
+        if np.any(x > 10):
+            raise ValueError("too large")
+        return x * 2.0
+
+    for scale in (1.0, 2.0, 3.0):
+        x = tg.delayed(np.full(2, scale))
+        y = tnp.sum(checked(x))
+        tg.compute(y, *tg.grad(y, [x]), scheduler="sync")
+    x = tg.delayed(np.full(2, 100.0))
+    y = tnp.sum(checked(x))
+    grads = tg.grad(y, [x])
+    assert written(grads)
+    with pytest.raises(ValueError, match="too large") as info:
+        tg.compute(y, *grads, scheduler="sync")
+    assert any("checked-" in note for note in info.value.__notes__)
+
+
+def test_other_requests_are_computed_as_usual():
+    results = []
+    for i in range(3):
+        y, params = mlp(rng=i)
+        grads = tg.grad(y, params)
+        other = tg.grad(y, params)
+        results.append((
+            tg.compute(grads[1], grads[3], scheduler="sync"),  # a subset: a request of its own
+            tg.compute(y, grads[0], other[0], scheduler="sync"),  # two grad calls
+            tg.compute(y, *grads, y * 2.0, scheduler="sync"),  # a node outside the recipe
+            tg.compute(y, *grads, scheduler="sync", optimize_graph=["cse"]),
+        ))
+    for (sub, two, extra, cse), i in zip(results, range(3)):
+        y, params = mlp(rng=i)
+        expected = tg.compute(y, *tg.grad(y, params), scheduler="threads")
+        assert [v.tobytes() for v in sub] == [expected[2].tobytes(), expected[4].tobytes()]
+        assert two[1].tobytes() == two[2].tobytes() == expected[1].tobytes()
+        assert extra[-1] == 2 * expected[0]
+        for a, b in zip(cse, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_callbacks_see_every_task_of_a_graph_computed_again():
+    for i in range(3):
+        y, params = mlp(rng=i)
+        grads = tg.grad(y, params)
+        with tg.Profiler() as prof:
+            tg.compute(y, *grads, scheduler="sync")
+        assert len(prof.results) == sum(t.func is not None for t in
+                                        collect_graph([y, *grads]).values())
+
+
+def test_a_wrt_outside_the_graph_computed_in_another_way_gets_its_own_run():
+    y_of = lambda: tnp.sum(tg.delayed(np.ones(2)) * 3.0)  # noqa: E731
+    for w in [tg.delayed(np.ones(3))] * 3 + [tg.delayed(np.ones)(5)] * 3:
+        y = y_of()
+        g = tg.grad(y, [w])
+        assert tg.compute(y, *g, scheduler="sync")[1].shape == tg.compute(w)[0].shape
+
+
+def test_vjp_gradients_are_never_run_from_a_recipe_run():
+    x = tg.delayed(np.arange(3.0))
+    for c in (np.ones(3), tg.delayed(np.arange(3.0)), np.full(3, 2.0)):
+        g = tg.vjp(tnp.sin(x) * 2.0, x, c)
+        value = tg.compute(g, scheduler="sync")[0]
+        np.testing.assert_allclose(value, 2 * np.cos(np.arange(3.0)) * tg.compute(c)[0])
+
+
+def test_leaves_sharing_a_name_are_refused_every_time():
+    for _ in range(3):
+        a = tg.delayed(np.ones(2), name="w")
+        b = tg.delayed(np.full(2, 2.0), name="w")
+        y = tnp.sum(a * tnp.sin(b))
+        grads = tg.grad(y, [a])
+        with pytest.raises(ValueError, match="share the key"):
+            tg.compute(y, *grads, scheduler="sync")
+
+
+@settings(max_examples=20, deadline=None)
+@given(program=st.lists(ops, min_size=1, max_size=6), seed=st.integers(0, 2 ** 16))
+def test_random_graphs_computed_again_match_the_usual_run(program, seed):
+    rng = np.random.default_rng(seed)
+    args = [rng.uniform(-1, 1, size=(2, 3)), rng.uniform(-1, 1, size=(3,))]
+
+    def loss(i):
+        leaves = [tg.delayed(a * (1 + i / 4)) for a in args]
+        return build(program, tnp, leaves), leaves
+
+    for fast, usual, _ in steps(loss, 3):
+        assert [v.tobytes() for v in fast] == [v.tobytes() for v in usual]
+
+
+def test_one_graph_computed_three_times_runs_its_written_out_run_even_without_a_recipe():
+    w = tg.delayed(np.arange(4.0).reshape(2, 2))
+    y = tnp.sum(tnp.concatenate([w, w * 2.0]) ** 2)  # (nested: no signature)
+    grads = tg.grad(y, [w])
+    values = [tg.compute(y, *grads, scheduler="sync") for _ in range(3)]
+    assert written(grads)
+    assert recipes._RECIPES == {}
+    for v in values[1:]:
+        assert [a.tobytes() for a in v] == [a.tobytes() for a in values[0]]
+    np.testing.assert_allclose(values[2][1], 2 * np.arange(4.0).reshape(2, 2) * 5)

@@ -270,7 +270,9 @@ def _make_delayed(func, args, kwargs, *, key=None, prefix=None, pure=False, nout
 class Delayed:
     """A lazy value: the result of a task that has not run yet."""
 
-    __slots__ = ("_key", "_task", "_dependencies", "_length", "__weakref__")
+    # ``_origin``: set on the gradients ``grad`` makes from a recipe (see
+    # ``autodiff/recipe_runs.py``), unset on any other Delayed
+    __slots__ = ("_key", "_task", "_dependencies", "_length", "_origin", "__weakref__")
     # NumPy defers to our reflected operators (``array + d`` is ``d.__radd__``, so the value's
     # own operators apply when it runs); a ufunc call on a Delayed (``np.exp(d)``) is refused:
     # taskgrad.numpy has the lazy ones
@@ -450,6 +452,7 @@ _set_key = Delayed._key.__set__
 _set_task = Delayed._task.__set__
 _set_dependencies = Delayed._dependencies.__set__
 _set_length = Delayed._length.__set__
+set_origin = Delayed._origin.__set__
 
 
 def apply(func, *args, **kwargs):

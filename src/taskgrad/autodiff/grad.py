@@ -86,25 +86,30 @@ def _make(key, func, args, deps):
 
 
 def _collect(root):
-    """key -> Delayed for everything ``root`` depends on, each after its dependencies.
+    """``(nodes, clash)``: key -> Delayed for everything ``root`` depends on, each after its
+    dependencies, and whether two different tasks share a key (which ``compute`` refuses).
 
     A depth-first post-order with an explicit stack of iterators, in the order
     ``graph.postorder`` gives; Delayeds are immutable, so there is no cycle.
     """
     nodes = {}
-    seen = {root._key}
+    seen = {root._key: root._task}
+    clash = False
     stack = [(root, iter(root._dependencies))]
     while stack:
         node, deps = stack[-1]
         for d in deps:
-            if d._key not in seen:
-                seen.add(d._key)
+            task = seen.get(d._key)
+            if task is None:
+                seen[d._key] = d._task
                 stack.append((d, iter(d._dependencies)))
                 break
+            if task is not d._task:
+                clash = True
         else:
             stack.pop()
             nodes[node._key] = node
-    return nodes
+    return nodes, clash
 
 
 def _view(d, nodes):
@@ -163,14 +168,15 @@ def _backward(y, wrt, seed, tok):
     for i, w in enumerate(wrts):
         _check_delayed(w, f"wrt[{i}]")
 
-    nodes = _collect(y)
+    nodes, clash = _collect(y)
     forward = list(nodes.values())
-    key = signature(forward, wrts, tape_vjp)
+    key = None if clash else signature(forward, wrts, tape_vjp)
     if key is None:
         recipe = _analyse(nodes, y, wrts)
     else:
         recipe = cached(key, lambda: _analyse(nodes, y, wrts))
-    grads = recipe.make(forward, seed, wrts, tok)
+    # (a vjp's seed may read Delayeds outside the pool: its gradients are not run again)
+    grads = recipe.make(forward, seed, wrts, tok, again=seed._task.func is ones_for)
     if single:
         return grads[0]
     return type(wrt)(grads) if isinstance(wrt, tuple) else grads

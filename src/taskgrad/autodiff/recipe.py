@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..delayed import Delayed, funcname
+from ..delayed import Delayed, funcname, set_origin
 from ..graph import Pack, Ref, Task
 from .backward_tasks import TapeSpec
-from .rules import _CACHES, has_rules, is_nondifferentiable, remember
+from .rules import _CACHES, has_rules, is_composite, is_nondifferentiable, remember
 
 __all__ = ["Recipe", "signature", "cached", "kwargs_template", "MAX_RECIPES", "REF", "CONST",
            "ARG", "KWARGS", "FUNC", "TAPE"]
@@ -58,13 +58,14 @@ class Recipe:
     ``REF``...) and its dependencies as pool positions.
     """
 
-    __slots__ = ("n_forward", "n_wrt", "entries", "outputs")
+    __slots__ = ("n_forward", "n_wrt", "entries", "outputs", "runs")
 
     def __init__(self, n_forward, n_wrt):
         self.n_forward = n_forward
         self.n_wrt = n_wrt
         self.entries = []
         self.outputs = ()  # the pool position of each wrt's gradient
+        self.runs = {}  # what ``recipe_runs`` knows of computing its graphs
 
     @property
     def seed(self):
@@ -88,8 +89,11 @@ class Recipe:
                              refs, filled, own_plan))
         return self.n_forward + 1 + self.n_wrt + len(self.entries) - 1
 
-    def make(self, forward, seed, wrts, token):
-        """The gradients of ``wrts`` as Delayeds, with this graph's nodes in the pool."""
+    def make(self, forward, seed, wrts, token, again=False):
+        """The gradients of ``wrts`` as Delayeds, with this graph's nodes in the pool.
+
+        With ``again``, each gradient carries its origin ``(recipe, pool, position)``, so
+        that ``compute`` may run it as the graphs of this recipe were run before."""
         pool = [*forward, seed, *wrts]
         for (prefix, key_from, suffix, tokened, func, template, dep_specs, refs, filled,
              own_plan) in self.entries:
@@ -117,6 +121,9 @@ class Recipe:
             task = Task(key, func, tuple(args), None, dep_keys, True, "backward",
                         False if own_plan else tuple(fill))
             pool.append(Delayed(key, task, deps))
+        if again:
+            for i in self.outputs:
+                set_origin(pool[i], (self, pool, i))
         return [pool[i] for i in self.outputs]
 
 
@@ -150,13 +157,19 @@ def signature(forward, wrts, tape_func):
         if not (has_rules(func) or is_nondifferentiable(func)):
             # a plain function: traced, or without inputs, no backward task at all; its
             # tasks take it from the graph, so that the cache does not hold a function
-            # made anew for each graph (nor what it holds)
-            func = "plain"
+            # made anew for each graph (nor what it holds).  A NumPy function traced
+            # through its composition keeps its name: its forward task is not fused with
+            # its tape (``fuse_tape.py``), which ``recipe_runs`` relies on
+            if not is_composite(func):
+                func = "plain"
         elif type(func) is np.ufunc and (task.kwargs or list in map(type, task.args)):
             return None
         parts.append((func, type(task), len(task.args), task.kwargs is not None,
                       tuple([at[k] for k in deps]), tuple([(p, at[k]) for p, k in refs])))
-    parts.append(tuple([at.get(w._key) for w in wrts]))
+    # a wrt outside the graph is read by its zeros task: how it is computed counts too
+    parts.append(tuple([at[w._key] if w._key in at else
+                        (type(w._task), w._task.func is None, len(w._task.dependencies))
+                        for w in wrts]))
     return tuple(parts)
 
 

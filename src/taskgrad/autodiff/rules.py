@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
            "remember", "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
-           "ufunc_call_for_rules", "is_nondifferentiable", "MissingRuleError"]
+           "ufunc_call_for_rules", "is_nondifferentiable", "is_composite", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
 # or a callable ``pos -> rule or None`` for functions with any number of arguments
@@ -184,6 +184,14 @@ def has_rules(func):
     try:
         return func in _RULES
     except TypeError:  # an unhashable callable cannot have been registered
+        return False
+
+
+def is_composite(func):
+    """Whether ``func`` is differentiated through the operations it is made of."""
+    try:
+        return func in _COMPOSITES
+    except TypeError:
         return False
 
 

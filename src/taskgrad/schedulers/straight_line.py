@@ -43,14 +43,8 @@ def straight_line(literals, steps, keys):
         v, k = src.var(key), src.bind(key)
         src.scope[f"C_{v}"] = value
         lines.append(f"    {v} = get({k}, C_{v})")
-    lines += ["    t = 0", "    try:"]
-    for i, (task, dead) in enumerate(steps):
-        lines.append(f"        t = {i}")
-        lines.append(f"        {src.var(task.key)} = {src.call(i, task)}")
-        if dead:
-            lines.append(f"        del {', '.join(map(src.var, dead))}")
-    lines.append(f"        return [{', '.join(map(src.var, keys))}]")
-    lines += ["    except BaseException as exc:", "        raise add_task_note(exc, KEYS[t])"]
+    calls = [(src.call(i, task), task.key, dead) for i, (task, dead) in enumerate(steps)]
+    lines += src.steps(calls, keys, "KEYS[t]")
     return src.define(lines, "run", "straight-line plan")
 
 
@@ -98,6 +92,22 @@ class Source:
             scope[f"W{i}"] = task.kwargs
             args.append(f"**W{i}")
         return f"F{i}({', '.join(args)})"
+
+    def steps(self, calls, keys, failing_key):
+        """The body of a generated run: each ``(call source, key, keys it is the last reader
+        of)`` in ``calls`` assigned to the key's variable, then the values of ``keys``
+        returned; a failure gets a note naming the key that ``failing_key`` (source, of
+        the step number ``t``) gives."""
+        lines = ["    t = 0", "    try:"]
+        for i, (call, key, dead) in enumerate(calls):
+            lines.append(f"        t = {i}")
+            lines.append(f"        {self.var(key)} = {call}")
+            if dead:
+                lines.append(f"        del {', '.join(map(self.var, dead))}")
+        lines.append(f"        return [{', '.join(map(self.var, keys))}]")
+        lines += ["    except BaseException as exc:",
+                  f"        raise add_task_note(exc, {failing_key})"]
+        return lines
 
     def define(self, lines, name, what):
         """Compile ``lines`` and return the function ``name`` they define; tracebacks through
