@@ -397,3 +397,14 @@ def test_one_graph_computed_three_times_runs_its_written_out_run_even_without_a_
     for v in values[1:]:
         assert [a.tobytes() for a in v] == [a.tobytes() for a in values[0]]
     np.testing.assert_allclose(values[2][1], 2 * np.arange(4.0).reshape(2, 2) * 5)
+
+
+def test_a_registration_drops_the_written_out_runs_of_graphs_built_before():
+    y, params = mlp()
+    grads = tg.grad(y, params)
+    first = [tg.compute(y, *grads, scheduler="sync") for _ in range(3)]
+    assert written(grads)
+    tg.defvjp(lambda v: v, lambda ans, v: lambda g: g)  # (any registration)
+    again = tg.compute(y, *grads, scheduler="sync")
+    assert not written(grads)
+    assert [v.tobytes() for v in again] == [v.tobytes() for v in first[0]]

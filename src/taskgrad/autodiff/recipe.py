@@ -95,8 +95,9 @@ class Recipe:
     def make(self, forward, seed, wrts, token, again=False):
         """The gradients of ``wrts`` as Delayeds, with this graph's nodes in the pool.
 
-        With ``again``, each gradient carries its origin ``(recipe, pool, position)``, so
-        that ``compute`` may run it as the graphs of this recipe were run before."""
+        With ``again``, each gradient carries its origin ``(recipe, the pool's tasks,
+        position)``, so that ``compute`` may run it as the graphs of this recipe were run
+        before."""
         pool = [*forward, seed, *wrts]
         for (prefix, key_from, suffix, tokened, func, template, pick, refs, filled,
              own_plan) in self.entries:
@@ -123,9 +124,11 @@ class Recipe:
             task = Task(key, func, tuple(args), None, dep_keys, True, "backward",
                         False if own_plan else tuple(fill))
             pool.append(Delayed(key, task, deps))
-        if again:
+        if again:  # (the pool's tasks, not its Delayeds: a gradient in its own origin
+            # would be a reference cycle, which only the cyclic collector frees)
+            tasks = [d._task for d in pool]
             for i in self.outputs:
-                set_origin(pool[i], (self, pool, i))
+                set_origin(pool[i], (self, tasks, i))
         return [pool[i] for i in self.outputs]
 
 
@@ -176,10 +179,18 @@ def signature(forward, wrts, tape_func):
             return None
         parts.append((func, type(task), len(task.args), task.kwargs is not None,
                       tuple([at[k] for k in deps]), tuple([(p, at[k]) for p, k in refs])))
-    # a wrt outside the graph is read by its zeros task: how it is computed counts too
-    parts.append(tuple([at[w._key] if w._key in at else
-                        (type(w._task), w._task.func is None, len(w._task.dependencies))
-                        for w in wrts]))
+    wrt_parts = []
+    for w in wrts:
+        i = at.get(w._key)
+        if i is None:  # outside the graph, read by its zeros task
+            if w._task.dependencies:  # (computed from nodes the structure does not show)
+                return None
+            wrt_parts.append((type(w._task), w._task.func is None))
+        elif forward[i]._task is not w._task:  # a task of its own under a key of the graph
+            return None
+        else:
+            wrt_parts.append(i)
+    parts.append(tuple(wrt_parts))
     return tuple(parts)
 
 

@@ -24,14 +24,17 @@ usual.
 
 from __future__ import annotations
 
+from ..callbacks import running_tasks
 from ..graph import Literal
 from ..schedulers.local import last_reads
 from ..schedulers.straight_line import MAX_STEPS, Source
+from . import rules
 from .backward_tasks import tape_value
 
 __all__ = ["request_of"]
 
 _SEEN = object()  # a request computed once the usual way: written out the next time
+_NEVER = object()  # a request whose run cannot be written out
 MAX_RUNS = 8  # requests remembered per recipe
 
 
@@ -46,7 +49,7 @@ def request_of(found):
     y_position = recipe.n_forward - 1
     positions = []
     for d in found.values():
-        if d is pool[y_position]:
+        if d._task is pool[y_position]:
             positions.append(y_position)
             continue
         try:
@@ -60,7 +63,7 @@ def request_of(found):
 
 
 class Request:
-    """Some of a recipe's outputs, asked of one of its graphs (``pool``)."""
+    """Some of a recipe's outputs, asked of one of its graphs (``pool``: its tasks)."""
 
     __slots__ = ("recipe", "pool", "positions")
 
@@ -70,13 +73,17 @@ class Request:
         self.positions = positions
 
     def run(self):
-        """The values, by the written-out run; None where there is none yet."""
+        """The values, by the written-out run; None where there is none (yet)."""
         known = self.recipe.runs.get(self.positions)
-        if known is None or known is _SEEN:
+        if type(known) is not tuple:
             return None
-        program, order = known
+        program, order, registrations = known
+        if registrations != rules.registrations():  # (a rule may change what fuses)
+            del self.recipe.runs[self.positions]
+            return None
         pool = self.pool
-        return program([pool[i]._task for i in order])
+        with running_tasks():
+            return program([pool[i] for i in order])
 
     def learn(self, graph, order, keys):
         """After a compute of this request the usual way (``graph`` optimized, in ``order``):
@@ -88,27 +95,29 @@ class Request:
                 runs.clear()
             runs[self.positions] = _SEEN
         elif known is _SEEN:
-            runs[self.positions] = _written(graph, order, keys, self.pool) or _SEEN
+            runs[self.positions] = _written(graph, order, keys, self.pool) or _NEVER
 
 
 def _written(graph, order, keys, pool):
-    """``(program, pool positions of its tasks)``, or None where the graph's tasks are not
-    all the pool's (or too many to write out)."""
+    """``(program, pool positions of its tasks, registrations)``, or None where the graph's
+    tasks are not all the pool's (or too many to write out)."""
     if order is None or len(order) > MAX_STEPS:
         return None
-    at = {d._key: i for i, d in enumerate(pool)}
+    at = {}
+    for i, task in enumerate(pool):
+        at.setdefault(task.key, i)  # (a wrt may share a key with a node of the graph)
     tasks = [graph[k] for k in order]
     positions = []
     for task in tasks:
         i = at.get(task.key)
-        if i is None:
+        if i is None or (pool[i] is not task and task.func is not tape_value):
             return None
         positions.append(i)
     src = Source(TAPE_VALUE=tape_value)
     calls = [(_call(n, task, src.var), task.key, dead)
              for n, (task, dead) in enumerate(zip(tasks, last_reads(tasks, keys)))]
-    return src.define(["def run(T):", *src.steps(calls, keys, "T[t].key")], "run",
-                      "recipe run"), positions
+    return (src.define(["def run(T):", *src.steps(calls, keys, "T[t].key")], "run",
+                       "recipe run"), positions, rules.registrations())
 
 
 def _call(n, task, var):

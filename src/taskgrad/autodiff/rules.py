@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 __all__ = ["defvjp", "defvjp_argnum", "copy_rules", "nondifferentiable", "defcomposite",
-           "remember", "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
+           "remember", "registrations", "uses_only_shapes", "shape_only_inputs", "rule_for", "has_rules",
            "ufunc_call_for_rules", "is_nondifferentiable", "is_composite", "MissingRuleError"]
 
 # func -> tuple of rules (one per positional argument, None = not differentiable),
@@ -40,6 +40,12 @@ def _registered():
         _registrations += 1
         for cache in _CACHES:
             cache.clear()
+
+
+def registrations():
+    """How many registrations there have been: what was read of the registries before
+    holds while this stays the same."""
+    return _registrations
 
 
 def remember(cache, key, find):
