@@ -79,7 +79,7 @@ class Request:
             return None
         program, order, registrations = known
         if registrations != rules.registrations():  # (a rule may change what fuses)
-            del self.recipe.runs[self.positions]
+            self.recipe.runs.pop(self.positions, None)  # (another thread may have, too)
             return None
         pool = self.pool
         with running_tasks():
